@@ -1,0 +1,44 @@
+// procpool - the non-template heart of a process pool (implemented in src/process_pool.cpp).
+#pragma once
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include "procpool/detail/codec.hpp"
+#include "procpool/detail/invoke.hpp"
+#include "procpool/pool_options.hpp"
+#include "procpool/pool_stats.hpp"
+
+namespace procpool::detail {
+
+/// Called exactly once per task, from whichever thread finishes it; it must only hand the result on
+/// (the public layer posts it to the caller's executor).
+using task_completion = boost::asio::any_completion_handler<void(std::exception_ptr, byte_buffer)>;
+using shutdown_completion = boost::asio::any_completion_handler<void()>;
+
+class pool_core;
+
+auto make_pool_core(boost::asio::any_io_executor ex, const pool_options& options)
+    -> std::shared_ptr<pool_core>;
+
+/// Queues a task; returns its id (for cancel). Never calls `done` inline.
+auto submit(pool_core& core, task_request request, task_completion done) -> std::uint64_t;
+
+/// Applies a cancellation request to a task, if it is still pending.
+void cancel(pool_core& core, std::uint64_t task_id, boost::asio::cancellation_type type);
+
+void shutdown(pool_core& core, shutdown_mode mode, shutdown_completion done);
+
+/// Stops everything now: terminate, grace period, kill; reaps every worker. Bounded; never blocks
+/// indefinitely.
+void destroy(pool_core& core) noexcept;
+
+auto stats(const pool_core& core) -> pool_stats;
+auto worker_pids(const pool_core& core) -> std::vector<int>;
+
+}  // namespace procpool::detail

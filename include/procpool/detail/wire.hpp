@@ -1,0 +1,34 @@
+// procpool - the frame format on a worker's channel (see docs/design.md, "The wire format").
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace procpool::detail {
+
+inline constexpr std::uint32_t frame_magic = 0x70704c31;  // "ppL1"
+inline constexpr std::uint32_t protocol_version = 1;
+
+enum class frame_kind : std::uint32_t {
+  hello = 1,      // worker -> parent, once: protocol version and build id
+  task = 2,       // parent -> worker: thunk address, function address, encoded arguments
+  result = 3,     // worker -> parent: encoded result
+  exception = 4,  // worker -> parent: encoded exception_envelope
+};
+
+/// Fixed-size header in front of every frame; `size` counts the payload bytes after it.
+struct frame_header {
+  std::uint32_t magic = frame_magic;
+  frame_kind kind{};
+  std::uint64_t task_id = 0;
+  std::uint64_t size = 0;
+};
+static_assert(sizeof(frame_header) == 24);
+
+/// Start of a task frame's payload; the encoded argument tuple follows it.
+struct task_prefix {
+  std::uint64_t thunk = 0;
+  std::uint64_t function = 0;
+};
+
+}  // namespace procpool::detail

@@ -1,0 +1,32 @@
+// procpool - how a process pool is configured.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+namespace procpool {
+
+/// Options for procpool::process_pool. Every field has a usable default.
+struct pool_options {
+  /// Number of worker processes; 0 means one per hardware thread (std::thread::hardware_concurrency).
+  std::size_t workers = 0;
+
+  /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it
+  /// kills them (SIGKILL). Idle workers exit at once when their channel closes.
+  std::chrono::milliseconds stop_grace{1000};
+
+  /// Largest frame (arguments or result, encoded) accepted in either direction. A worker that sends
+  /// a larger one is treated as crashed; a larger task is refused with serialization_error.
+  std::size_t max_message_bytes = std::size_t{1} << 30;
+};
+
+/// How procpool::process_pool::async_shutdown stops the pool.
+enum class shutdown_mode {
+  /// Refuse new tasks; finish every queued and running task; then stop the workers.
+  graceful,
+  /// Refuse new tasks; fail queued tasks with pool_closed; kill running workers (their tasks fail
+  /// with pool_closed); then reap every worker.
+  immediate,
+};
+
+}  // namespace procpool

@@ -1,0 +1,22 @@
+// procpool - a snapshot of what a process pool is doing.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace procpool {
+
+/// Counters since the pool was created, plus the current state.
+struct pool_stats {
+  std::size_t workers = 0;  ///< live worker processes (starting, idle or busy)
+  std::size_t busy = 0;     ///< workers running a task
+  std::size_t idle = 0;     ///< workers ready for a task
+  std::size_t queued = 0;   ///< tasks waiting for a worker
+  std::uint64_t completed = 0;  ///< tasks that returned a value
+  std::uint64_t failed = 0;     ///< tasks that threw in the worker
+  std::uint64_t crashed = 0;    ///< tasks whose worker died under them
+  std::uint64_t cancelled = 0;  ///< tasks cancelled (queued or running)
+  std::uint64_t respawned = 0;  ///< replacement workers started
+};
+
+}  // namespace procpool

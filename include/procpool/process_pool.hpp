@@ -1,0 +1,197 @@
+// procpool - a pool of worker processes whose results you co_await from Boost.Asio.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <exception>
+#include <memory>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "procpool/detail/invoke.hpp"
+#include "procpool/detail/pool_core.hpp"
+#include "procpool/error.hpp"
+#include "procpool/pool_options.hpp"
+#include "procpool/pool_stats.hpp"
+
+namespace procpool {
+
+namespace detail {
+
+template <class R>
+using submit_signature_t =
+    std::conditional_t<std::is_void_v<R>, void(std::exception_ptr), void(std::exception_ptr, R)>;
+
+// Hands a finished task to the caller: posts to the handler's associated executor (so the handler
+// never runs inline and always runs where the caller expects), decoding the result there.
+template <class R, class Handler>
+struct submit_completer {
+  Handler handler;
+  boost::asio::executor_work_guard<
+      boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>>
+      work;
+
+  void operator()(std::exception_ptr ep, byte_buffer result) {
+    auto ex = work.get_executor();
+    boost::asio::post(ex, [h = std::move(handler), w = std::move(work), ep,
+                           result = std::move(result)]() mutable {
+      boost::asio::get_associated_cancellation_slot(h).clear();
+      if constexpr (std::is_void_v<R>) {
+        std::move(h)(ep);
+      } else {
+        R value{};
+        if (!ep) {
+          try {
+            decode_from(result, value);
+          } catch (...) {
+            ep = std::current_exception();
+          }
+        }
+        std::move(h)(ep, std::move(value));
+      }
+    });
+  }
+};
+
+template <class Handler>
+struct shutdown_completer {
+  Handler handler;
+  boost::asio::executor_work_guard<
+      boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>>
+      work;
+  void operator()() {
+    auto ex = work.get_executor();
+    boost::asio::post(ex, [h = std::move(handler), w = std::move(work)]() mutable { std::move(h)(); });
+  }
+};
+
+}  // namespace detail
+
+/// A pool of worker processes. Create it once in a clear scope (like asyncpg.Pool or a web
+/// framework's lifespan) and pass it by reference to the code that submits work.
+///
+/// Workers are forked from procpool's fork server, so they run this very binary: any free function
+/// or captureless lambda can be submitted without registration. Call procpool::init() at the top of
+/// main() (see the README's gotchas).
+class process_pool {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  /// Starts `options.workers` workers. Their I/O runs on `ex`. Throws init_required if the process
+  /// is already multi-threaded and procpool::init() was never called, worker_start_failed if the
+  /// fork server cannot be reached.
+  explicit process_pool(executor_type ex, pool_options options = {})
+      : executor_(std::move(ex)), core_(detail::make_pool_core(executor_, options)) {}
+
+  /// Stops the pool without ever blocking indefinitely: pending tasks fail with pool_closed, busy
+  /// workers get SIGTERM, then SIGKILL after options.stop_grace; every worker is reaped.
+  ~process_pool() { detail::destroy(*core_); }
+
+  process_pool(const process_pool&) = delete;
+  auto operator=(const process_pool&) -> process_pool& = delete;
+
+  [[nodiscard]] auto get_executor() const noexcept -> executor_type { return executor_; }
+
+  /// Runs `f(args...)` in a worker process; the token form.
+  ///
+  /// Usage: `pool.async_submit(f, arg1, arg2, token)`, where the token is the last argument.
+  ///
+  /// Completion signature: `void(std::exception_ptr, R)` where R is f's return type with
+  /// references and cv-qualifiers removed; `void(std::exception_ptr)` when R is void. The arguments
+  /// are converted to f's parameter types and encoded before this function returns, so they may be
+  /// temporaries. The handler is called exactly once, never from inside this call, through
+  /// its associated executor. On failure the exception_ptr holds: the task's own exception (std
+  /// types and registered types rebuilt as themselves, anything else as remote_error),
+  /// worker_crashed, cancelled, pool_closed or serialization_error.
+  ///
+  /// Cancellation (the handler's associated cancellation slot):
+  /// - any type, task still queued: the task is removed and completes with procpool::cancelled;
+  /// - terminal, task running: its worker is killed (SIGKILL); the task completes with
+  ///   procpool::cancelled once the worker is gone, and a replacement worker starts;
+  /// - partial or total, task running: ignored (the work cannot be undone without killing it).
+  template <class F, class... ArgsAndToken>
+  auto async_submit(F f, ArgsAndToken&&... args_and_token) {
+    static_assert(sizeof...(ArgsAndToken) >= 1,
+                  "procpool: async_submit(f, args..., token) needs a completion token as its last "
+                  "argument; to co_await, use submit(f, args...)");
+    auto all = std::forward_as_tuple(std::forward<ArgsAndToken>(args_and_token)...);
+    constexpr std::size_t n_args = sizeof...(ArgsAndToken) - 1;
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return async_submit_request<detail::submit_result_t<F>>(
+          detail::make_task_request(f, std::forward<std::tuple_element_t<I, decltype(all)>>(
+                                           std::get<I>(all))...),
+          std::forward<std::tuple_element_t<n_args, decltype(all)>>(std::get<n_args>(all)));
+    }(std::make_index_sequence<n_args>{});
+  }
+
+  /// Runs `f(args...)` in a worker process and returns an awaitable of its result: the coroutine
+  /// form of async_submit, `co_await pool.submit(cpu_heavy, 123)`. Errors are thrown at the co_await.
+  /// The arguments are encoded before submit returns.
+  template <class F, class... Args>
+  auto submit(F f, Args&&... args) -> boost::asio::awaitable<detail::submit_result_t<F>> {
+    return async_submit_request<detail::submit_result_t<F>>(
+        detail::make_task_request(f, std::forward<Args>(args)...), boost::asio::use_awaitable);
+  }
+
+  /// Stops the pool (see shutdown_mode). Completion signature `void()`; called exactly once, never
+  /// inline, after every worker has exited and been reaped. Not cancellable. Later submits fail
+  /// with pool_closed.
+  template <class Token>
+  auto async_shutdown(shutdown_mode mode, Token&& token) {
+    return boost::asio::async_initiate<Token, void()>(
+        [core = core_, ex = executor_, mode](auto handler) {
+          using handler_t = decltype(handler);
+          auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
+          detail::shutdown(*core, mode,
+                           detail::shutdown_completer<handler_t>{std::move(handler), std::move(work)});
+        },
+        token);
+  }
+
+  /// `co_await pool.shutdown(shutdown_mode::graceful)`.
+  auto shutdown(shutdown_mode mode) -> boost::asio::awaitable<void> {
+    return async_shutdown(mode, boost::asio::use_awaitable);
+  }
+
+  /// Current counters; cheap, safe from any thread.
+  [[nodiscard]] auto stats() const -> pool_stats { return detail::stats(*core_); }
+
+  /// Process ids of the live workers (for diagnostics and tests).
+  [[nodiscard]] auto worker_pids() const -> std::vector<int> { return detail::worker_pids(*core_); }
+
+ private:
+  template <class R, class Token>
+  auto async_submit_request(detail::task_request request, Token&& token) {
+    return boost::asio::async_initiate<Token, detail::submit_signature_t<R>>(
+        [core = core_, ex = executor_](auto handler, detail::task_request req) {
+          using handler_t = decltype(handler);
+          auto slot = boost::asio::get_associated_cancellation_slot(handler);
+          auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
+          // Ids are allocated by the core; reserve one first so a cancellation handler can name the
+          // task before it is queued (both run on the caller's executor, so neither can interleave).
+          std::weak_ptr<detail::pool_core> weak = core;
+          auto cancel_target = std::make_shared<std::uint64_t>(0);
+          if (slot.is_connected()) {
+            slot.assign([weak, cancel_target](boost::asio::cancellation_type type) {
+              if (auto c = weak.lock(); c && *cancel_target != 0) detail::cancel(*c, *cancel_target, type);
+            });
+          }
+          *cancel_target = detail::submit(
+              *core, std::move(req),
+              detail::submit_completer<R, handler_t>{std::move(handler), std::move(work)});
+        },
+        token, std::move(request));
+  }
+
+  executor_type executor_;
+  std::shared_ptr<detail::pool_core> core_;
+};
+
+}  // namespace procpool

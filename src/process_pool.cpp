@@ -1,0 +1,621 @@
+// procpool - the pool: queue, dispatch, results, worker deaths, cancellation and shutdown.
+// See docs/design.md, "The life of one task".
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "exception_codec.hpp"
+#include "internal.hpp"
+#include "procpool/detail/pool_core.hpp"
+#include "procpool/detail/wire.hpp"
+#include "procpool/error.hpp"
+
+namespace procpool::detail {
+namespace asio = boost::asio;
+
+namespace {
+
+struct worker;
+
+struct task {
+  std::uint64_t id = 0;
+  task_request request;
+  task_completion done;
+  bool running = false;
+  // Set when the pool has decided how a running task ends (cancelled, pool closed) and is waiting
+  // for its worker's death to deliver it.
+  std::exception_ptr ending;
+};
+
+struct worker {
+  explicit worker(const asio::any_io_executor& ex) : channel(ex) {}
+  std::uint64_t spawn_id = 0;
+  pid_t pid = 0;
+  unique_fd pidfd;
+  asio::local::stream_protocol::socket channel;
+  bool spawned = false;   // the fork server reported its pid
+  bool greeted = false;   // it sent a valid hello
+  bool retiring = false;  // its channel was closed so that it exits
+  int pending_signal = 0;  // a signal to send as soon as its pidfd arrives
+  std::shared_ptr<task> current;
+  frame_header rx_header;
+  byte_buffer rx_payload;
+  std::string kill_reason;  // why the pool killed it, for the error its task gets
+
+  [[nodiscard]] auto ready() const -> bool { return spawned && greeted && !retiring && !current; }
+};
+
+constexpr unsigned max_consecutive_start_failures = 5;
+
+}  // namespace
+
+class pool_core : public std::enable_shared_from_this<pool_core> {
+ public:
+  pool_core(asio::any_io_executor ex, const pool_options& options)
+      : ex_(std::move(ex)), options_(options), zygote_(ex_) {
+    target_ = options_.workers != 0 ? options_.workers
+                                    : std::max(1U, std::thread::hardware_concurrency());
+  }
+
+  void start() {
+    unique_fd conn = connect_zygote();
+    std::lock_guard lock(mutex_);
+    zygote_.assign(conn.release());
+    read_events();
+    for (std::size_t i = 0; i < target_; ++i) spawn_worker();
+  }
+
+  auto submit(task_request request, task_completion done) -> std::uint64_t {
+    std::lock_guard lock(mutex_);
+    auto t = std::make_shared<task>();
+    t->id = next_task_id_++;
+    t->request = std::move(request);
+    t->done = std::move(done);
+    if (closing_) {
+      finish(*t, std::make_exception_ptr(pool_closed("procpool: submit after the pool was shut down")));
+      return t->id;
+    }
+    if (!zygote_error_.empty()) {
+      finish(*t, std::make_exception_ptr(worker_start_failed(zygote_error_)));
+      return t->id;
+    }
+    if (t->request.frame.size() - sizeof(frame_header) > options_.max_message_bytes) {
+      finish(*t, std::make_exception_ptr(serialization_error(
+                     "procpool: the task's arguments encode to " +
+                     std::to_string(t->request.frame.size()) +
+                     " bytes, more than pool_options::max_message_bytes")));
+      return t->id;
+    }
+    tasks_[t->id] = t;
+    queue_.push_back(t);
+    if (start_blocked_) {
+      start_blocked_ = false;
+      consecutive_start_failures_ = 0;
+      replenish();
+    }
+    dispatch();
+    return t->id;
+  }
+
+  void cancel(std::uint64_t id, asio::cancellation_type type) {
+    std::lock_guard lock(mutex_);
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) return;
+    auto t = it->second;
+    if (!t->running) {
+      queue_.erase(std::find(queue_.begin(), queue_.end(), t));
+      tasks_.erase(it);
+      ++stats_.cancelled;
+      finish(*t, std::make_exception_ptr(cancelled("procpool: task cancelled before it started")));
+      return;
+    }
+    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none || t->ending) return;
+    auto w = worker_running(*t);
+    if (!w) return;
+    t->ending = std::make_exception_ptr(cancelled(
+        "procpool: task cancelled while running; its worker (pid " + std::to_string(w->pid) +
+        ") was killed"));
+    ++stats_.cancelled;
+    kill(*w, SIGKILL);
+  }
+
+  void shutdown(shutdown_mode mode, shutdown_completion done) {
+    std::lock_guard lock(mutex_);
+    if (destroyed_) {
+      done();
+      return;
+    }
+    closing_ = true;
+    if (mode == shutdown_mode::immediate) abandon_tasks(SIGKILL);
+    shutdown_waiters_.push_back(std::move(done));
+    dispatch();
+    check_shutdown_done();
+  }
+
+  void destroy() noexcept {
+    std::unique_lock lock(mutex_);
+    if (destroyed_) return;
+    destroyed_ = true;
+    closing_ = true;
+    abandon_tasks(SIGTERM);
+    for (auto& [id, w] : workers_) {
+      boost::system::error_code ignored;
+      w->channel.close(ignored);  // idle workers see end-of-file and exit at once
+    }
+    boost::system::error_code ignored;
+    zygote_.cancel(ignored);
+    const int fd = zygote_.native_handle();
+
+    using clock = std::chrono::steady_clock;
+    auto wait_for_exits = [&](clock::time_point deadline) {
+      while (!workers_.empty() && fd >= 0) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+        if (left.count() <= 0) return;
+        lock.unlock();
+        pollfd p{fd, POLLIN, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(left.count()));
+        lock.lock();
+        if (r < 0 && errno != EINTR) return;
+        if (!drain_events()) return;
+      }
+    };
+    wait_for_exits(clock::now() + options_.stop_grace);
+    for (auto& [id, w] : workers_) kill(*w, SIGKILL);
+    wait_for_exits(clock::now() + std::chrono::seconds(5));
+
+    // Closing our side tells the fork server to kill and reap anything of ours still alive; it
+    // closes its side when done, so end-of-file here means every worker is reaped.
+    if (fd >= 0) {
+      ::shutdown(fd, SHUT_WR);
+      const auto deadline = clock::now() + std::chrono::seconds(5);
+      for (;;) {
+        zygote_event e;
+        int passed = -1;
+        const long n = receive_message(fd, &e, sizeof e, &passed, false);
+        if (passed >= 0) ::close(passed);
+        if (n == 0 || (n < 0 && errno != EAGAIN)) break;
+        if (n > 0) continue;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+        if (left.count() <= 0) break;
+        lock.unlock();
+        pollfd p{fd, POLLIN, 0};
+        ::poll(&p, 1, static_cast<int>(left.count()));
+        lock.lock();
+      }
+    }
+    zygote_.close(ignored);
+    for (auto& [id, w] : workers_) {
+      if (w->current) finish(*w->current, w->current->ending);
+    }
+    workers_.clear();
+    for (auto& [id, t] : tasks_) {
+      if (t->done) finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool was destroyed")));
+    }
+    tasks_.clear();
+    check_shutdown_done();
+  }
+
+  auto stats() const -> pool_stats {
+    std::lock_guard lock(mutex_);
+    pool_stats s = stats_;
+    s.workers = workers_.size();
+    for (const auto& [id, w] : workers_) {
+      if (w->current) ++s.busy;
+      else if (w->ready()) ++s.idle;
+    }
+    s.queued = queue_.size();
+    return s;
+  }
+
+  auto worker_pids() const -> std::vector<int> {
+    std::lock_guard lock(mutex_);
+    std::vector<int> pids;
+    for (const auto& [id, w] : workers_) {
+      if (w->pid != 0) pids.push_back(w->pid);
+    }
+    return pids;
+  }
+
+ private:
+  // ---- everything below runs with mutex_ held ----
+
+  void finish(task& t, std::exception_ptr ep, byte_buffer result = {}) {
+    if (!t.done) return;
+    auto done = std::move(t.done);
+    std::move(done)(std::move(ep), std::move(result));
+  }
+
+  auto worker_running(const task& t) -> std::shared_ptr<worker> {
+    for (auto& [id, w] : workers_) {
+      if (w->current.get() == &t) return w;
+    }
+    return nullptr;
+  }
+
+  auto name_of(const task& t) const -> std::string {
+    return function_name(t.request.function, t.request.callable_type);
+  }
+
+  // Fails queued tasks with pool_closed, and marks running tasks to end that way once `signal`
+  // has stopped their workers.
+  void abandon_tasks(int signal) {
+    for (auto& t : queue_) {
+      tasks_.erase(t->id);
+      finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool shut down before the task started")));
+    }
+    queue_.clear();
+    for (auto& [id, w] : workers_) {
+      if (!w->current || w->current->ending) continue;
+      w->current->ending = std::make_exception_ptr(pool_closed(
+          "procpool: the pool shut down while the task ran; its worker (pid " + std::to_string(w->pid) +
+          ") was stopped"));
+      kill(*w, signal);
+    }
+  }
+
+  void spawn_worker() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      start_failed(std::string("procpool: socketpair: ") + std::strerror(errno));
+      return;
+    }
+    unique_fd theirs(sv[1]);
+    auto w = std::make_shared<worker>(ex_);
+    w->channel.assign(asio::local::stream_protocol(), sv[0]);
+    w->spawn_id = next_spawn_id_++;
+    zygote_request req;
+    req.spawn_id = w->spawn_id;
+    if (!send_message(zygote_.native_handle(), &req, sizeof req, theirs.get())) {
+      lose_zygote(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
+      return;
+    }
+    workers_[w->spawn_id] = w;
+    read_header(w);
+  }
+
+  void replenish() {
+    if (!zygote_error_.empty() || start_blocked_) return;
+    if (closing_ && queue_.empty()) return;
+    std::size_t live = 0;
+    for (auto& [id, w] : workers_) {
+      if (!w->retiring && w->kill_reason.empty() && !(w->current && w->current->ending)) ++live;
+    }
+    for (; live < target_; ++live) {
+      ++stats_.respawned;
+      spawn_worker();
+    }
+  }
+
+  void dispatch() {
+    for (auto& [id, w] : workers_) {
+      if (!w->ready()) continue;
+      if (!queue_.empty()) {
+        auto t = queue_.front();
+        queue_.pop_front();
+        assign(w, t);
+      } else if (closing_) {
+        retire(*w);
+      }
+    }
+  }
+
+  void assign(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t) {
+    t->running = true;
+    w->current = t;
+    frame_header h;
+    h.kind = frame_kind::task;
+    h.task_id = t->id;
+    h.size = t->request.frame.size() - sizeof h;
+    std::memcpy(t->request.frame.data(), &h, sizeof h);
+    asio::async_write(w->channel, asio::buffer(t->request.frame),
+                      [self = shared_from_this(), w, t](boost::system::error_code ec, std::size_t) {
+                        std::lock_guard lock(self->mutex_);
+                        byte_buffer().swap(t->request.frame);  // the worker has it now
+                        if (self->destroyed_ || !ec) return;
+                        self->channel_lost(*w);
+                      });
+  }
+
+  void retire(worker& w) {
+    w.retiring = true;
+    boost::system::error_code ignored;
+    w.channel.shutdown(asio::socket_base::shutdown_send, ignored);
+  }
+
+  void kill(worker& w, int signal) {
+    if (!w.pidfd) {
+      w.pending_signal = signal;
+      return;
+    }
+    ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), signal, nullptr, 0);
+  }
+
+  // The worker broke the protocol: it is killed, and its task fails with worker_crashed.
+  void violation(worker& w, std::string reason) {
+    if (w.kill_reason.empty()) w.kill_reason = std::move(reason);
+    boost::system::error_code ignored;
+    w.channel.close(ignored);
+    kill(w, SIGKILL);
+  }
+
+  void channel_lost(worker& w) {
+    // It died or closed its channel; either way it cannot serve. Its exit event finishes it.
+    if (!w.retiring) kill(w, SIGKILL);
+  }
+
+  void read_header(const std::shared_ptr<worker>& w) {
+    asio::async_read(w->channel, asio::buffer(&w->rx_header, sizeof w->rx_header),
+                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
+                       std::lock_guard lock(self->mutex_);
+                       if (self->destroyed_) return;
+                       if (ec) return self->channel_lost(*w);
+                       self->on_header(w);
+                     });
+  }
+
+  void on_header(const std::shared_ptr<worker>& w) {
+    const frame_header& h = w->rx_header;
+    if (h.magic != frame_magic) return violation(*w, "sent a frame with a bad magic number");
+    if (h.size > options_.max_message_bytes) {
+      return violation(*w, "sent a frame of " + std::to_string(h.size) +
+                               " bytes, more than pool_options::max_message_bytes");
+    }
+    switch (h.kind) {
+      case frame_kind::hello:
+        if (w->greeted) return violation(*w, "sent a second hello");
+        break;
+      case frame_kind::result:
+      case frame_kind::exception:
+        if (!w->current || w->current->id != h.task_id) {
+          return violation(*w, "sent a result for task " + std::to_string(h.task_id) +
+                                   ", which it was not running");
+        }
+        break;
+      default:
+        return violation(*w, "sent a frame of unknown kind " +
+                                 std::to_string(static_cast<std::uint32_t>(h.kind)));
+    }
+    w->rx_payload.resize(h.size);
+    asio::async_read(w->channel, asio::buffer(w->rx_payload),
+                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
+                       std::lock_guard lock(self->mutex_);
+                       if (self->destroyed_) return;
+                       if (ec) return self->channel_lost(*w);
+                       self->on_frame(w);
+                     });
+  }
+
+  void on_frame(const std::shared_ptr<worker>& w) {
+    byte_buffer payload = std::move(w->rx_payload);
+    switch (w->rx_header.kind) {
+      case frame_kind::hello: {
+        std::uint32_t version = 0;
+        std::string id;
+        std::int32_t pid = 0;
+        try {
+          decode_from(payload, version, id, pid);
+        } catch (const std::exception& e) {
+          return violation(*w, std::string("sent a malformed hello: ") + e.what());
+        }
+        if (version != protocol_version || id != build_id()) {
+          return violation(*w, "runs a different build of the program (build id " + id + ", expected " +
+                                   build_id() + ")");
+        }
+        w->greeted = true;
+        if (w->spawned) consecutive_start_failures_ = 0;
+        dispatch();
+        break;
+      }
+      case frame_kind::result:
+      case frame_kind::exception: {
+        auto t = w->current;
+        if (t->ending) break;  // its worker is being killed; the decided outcome stands
+        std::exception_ptr ep;
+        if (w->rx_header.kind == frame_kind::exception) {
+          exception_envelope env;
+          try {
+            decode_from(payload, env);
+          } catch (const std::exception& e) {
+            return violation(*w, std::string("sent a malformed exception: ") + e.what());
+          }
+          ep = rebuild_exception(env, name_of(*t), w->pid);
+          ++stats_.failed;
+        } else {
+          ++stats_.completed;
+        }
+        w->current.reset();
+        tasks_.erase(t->id);
+        finish(*t, ep, ep ? byte_buffer{} : std::move(payload));
+        dispatch();
+        break;
+      }
+      default:
+        break;
+    }
+    read_header(w);
+  }
+
+  // ---- events from the fork server ----
+
+  void read_events() {
+    zygote_.async_wait(asio::posix::descriptor_base::wait_read,
+                       [self = shared_from_this()](boost::system::error_code ec) {
+                         std::lock_guard lock(self->mutex_);
+                         if (self->destroyed_) return;
+                         if (ec) return self->lose_zygote("procpool: lost the fork server: " + ec.message());
+                         if (self->drain_events()) self->read_events();
+                       });
+  }
+
+  // Handles every queued event; false once the fork server has gone.
+  auto drain_events() -> bool {
+    for (;;) {
+      zygote_event e;
+      int passed = -1;
+      const long n = receive_message(zygote_.native_handle(), &e, sizeof e, &passed, false);
+      unique_fd fd(passed);
+      if (n < 0 && errno == EAGAIN) return true;
+      if (n <= 0) {
+        lose_zygote("procpool: the fork server exited");
+        return false;
+      }
+      if (n != static_cast<long>(sizeof e)) continue;
+      on_event(e, std::move(fd));
+    }
+  }
+
+  void on_event(const zygote_event& e, unique_fd fd) {
+    switch (e.kind) {
+      case zygote_event_kind::spawned: {
+        auto it = workers_.find(e.spawn_id);
+        if (it == workers_.end()) return;
+        auto& w = *it->second;
+        w.pid = e.pid;
+        w.pidfd = std::move(fd);
+        w.spawned = true;
+        if (w.pending_signal != 0) kill(w, w.pending_signal);
+        if (w.greeted) consecutive_start_failures_ = 0;
+        dispatch();
+        return;
+      }
+      case zygote_event_kind::spawn_failed: {
+        workers_.erase(e.spawn_id);
+        start_failed(std::string("procpool: fork failed: ") + std::strerror(e.status));
+        return;
+      }
+      case zygote_event_kind::exited: {
+        auto it = std::find_if(workers_.begin(), workers_.end(),
+                               [&](const auto& kv) { return kv.second->pid == e.pid; });
+        if (it == workers_.end()) return;
+        auto w = it->second;
+        workers_.erase(it);
+        on_worker_exit(*w, e.status);
+        return;
+      }
+    }
+  }
+
+  void on_worker_exit(worker& w, int status) {
+    boost::system::error_code ignored;
+    w.channel.close(ignored);
+    const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (auto t = std::exchange(w.current, nullptr)) {
+      tasks_.erase(t->id);
+      if (t->ending) {
+        finish(*t, t->ending);
+      } else {
+        ++stats_.crashed;
+        finish(*t, std::make_exception_ptr(worker_crashed(w.pid, sig, code, name_of(*t), w.kill_reason)));
+      }
+    }
+    if (!w.greeted && !w.retiring && !destroyed_) {
+      auto crash = worker_crashed(w.pid, sig, code, "its start-up", w.kill_reason);
+      start_failed(std::string("procpool: a worker failed to start: ") + crash.what());
+      return;
+    }
+    if (!destroyed_) replenish();
+    dispatch();
+    check_shutdown_done();
+  }
+
+  void start_failed(const std::string& why) {
+    if (++consecutive_start_failures_ >= max_consecutive_start_failures) {
+      start_blocked_ = true;
+      fail_queue(why);
+    } else {
+      replenish();
+    }
+    check_shutdown_done();
+  }
+
+  void fail_queue(const std::string& why) {
+    for (auto& t : queue_) {
+      tasks_.erase(t->id);
+      finish(*t, std::make_exception_ptr(worker_start_failed(why)));
+    }
+    queue_.clear();
+  }
+
+  void lose_zygote(const std::string& why) {
+    if (!zygote_error_.empty()) return;
+    zygote_error_ = why;
+    fail_queue(why);
+    // Without the fork server nobody reports these workers' deaths; they die with it (their parent
+    // death signal), so end their tasks now.
+    for (auto& [id, w] : workers_) {
+      boost::system::error_code ignored;
+      w->channel.close(ignored);
+      if (auto t = std::exchange(w->current, nullptr)) {
+        tasks_.erase(t->id);
+        finish(*t, t->ending ? t->ending : std::make_exception_ptr(worker_start_failed(why)));
+      }
+    }
+    workers_.clear();
+    check_shutdown_done();
+  }
+
+  void check_shutdown_done() {
+    if (!closing_ || !workers_.empty() || !tasks_.empty()) return;
+    auto waiters = std::move(shutdown_waiters_);
+    shutdown_waiters_.clear();
+    for (auto& done : waiters) std::move(done)();
+  }
+
+  mutable std::mutex mutex_;
+  asio::any_io_executor ex_;
+  pool_options options_;
+  std::size_t target_ = 1;
+  asio::posix::stream_descriptor zygote_;
+  std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
+  std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
+  std::deque<std::shared_ptr<task>> queue_;
+  std::uint64_t next_task_id_ = 1;
+  std::uint64_t next_spawn_id_ = 1;
+  bool closing_ = false;
+  bool destroyed_ = false;
+  bool start_blocked_ = false;
+  unsigned consecutive_start_failures_ = 0;
+  std::string zygote_error_;
+  std::vector<shutdown_completion> shutdown_waiters_;
+  pool_stats stats_;
+};
+
+auto make_pool_core(asio::any_io_executor ex, const pool_options& options) -> std::shared_ptr<pool_core> {
+  auto core = std::make_shared<pool_core>(std::move(ex), options);
+  core->start();
+  return core;
+}
+
+auto submit(pool_core& core, task_request request, task_completion done) -> std::uint64_t {
+  return core.submit(std::move(request), std::move(done));
+}
+
+void cancel(pool_core& core, std::uint64_t task_id, asio::cancellation_type type) { core.cancel(task_id, type); }
+
+void shutdown(pool_core& core, shutdown_mode mode, shutdown_completion done) {
+  core.shutdown(mode, std::move(done));
+}
+
+void destroy(pool_core& core) noexcept { core.destroy(); }
+
+auto stats(const pool_core& core) -> pool_stats { return core.stats(); }
+
+auto worker_pids(const pool_core& core) -> std::vector<int> { return core.worker_pids(); }
+
+}  // namespace procpool::detail

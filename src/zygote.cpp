@@ -1,0 +1,307 @@
+// procpool - the fork server ("zygote"): a single-threaded child forked before the program starts
+// threads; it forks every worker, reaps them, and reports their exit status to the pool that owns
+// them. See docs/design.md, "Processes and who owns them".
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <system_error>
+#include <vector>
+
+#include "internal.hpp"
+#include "procpool/error.hpp"
+
+namespace procpool::detail {
+namespace {
+
+#if defined(__SANITIZE_THREAD__)
+constexpr std::size_t runtime_threads = 2;  // ThreadSanitizer's own background thread
+#else
+constexpr std::size_t runtime_threads = 1;
+#endif
+
+struct zygote_handle {
+  std::mutex mutex;
+  unique_fd root;  // to the server; carries new per-pool connections
+  pid_t pid = 0;
+};
+
+auto handle() -> zygote_handle& {
+  static zygote_handle h;
+  return h;
+}
+
+void close_all_fds_except(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned next = 0;
+  for (int fd : keep) {
+    if (static_cast<unsigned>(fd) > next) ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
+    next = static_cast<unsigned>(fd) + 1;
+  }
+  ::close_range(next, ~0U, 0);
+}
+
+// ---- inside the fork server ----
+
+struct server {
+  int root;
+  int signals;
+  pid_t self;
+  std::vector<int> connections;
+  std::map<pid_t, int> owner;  // worker pid -> connection that asked for it
+
+  void send_event(int conn, const zygote_event& e, int fd = -1) {
+    // A pool that has gone away simply misses the event; its workers are killed below.
+    (void)send_message(conn, &e, sizeof e, fd);
+  }
+
+  void spawn(int conn, const zygote_request& req, int channel) {
+    const pid_t pid = ::fork();
+    if (pid == 0) become_worker(channel);
+    zygote_event e{};
+    e.spawn_id = req.spawn_id;
+    if (pid < 0) {
+      e.kind = zygote_event_kind::spawn_failed;
+      e.status = errno;
+      send_event(conn, e);
+    } else {
+      owner[pid] = conn;
+      unique_fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+      e.kind = zygote_event_kind::spawned;
+      e.pid = pid;
+      send_event(conn, e, pidfd.get());
+    }
+    ::close(channel);
+  }
+
+  [[noreturn]] void become_worker(int channel) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::signal(SIGCHLD, SIG_DFL);
+    ::signal(SIGPIPE, SIG_DFL);
+    ::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole process group; the parent decides.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != self) ::_exit(1);
+    ::prctl(PR_SET_NAME, "procpool-worker");
+    if (channel != 3) {
+      ::dup2(channel, 3);
+    }
+    ::fcntl(3, F_SETFD, FD_CLOEXEC);
+    ::close_range(4, ~0U, 0);
+    run_worker(3);
+  }
+
+  void report_exits() {
+    signalfd_siginfo info;
+    while (::read(signals, &info, sizeof info) == sizeof info) {
+    }
+    int status = 0;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      auto it = owner.find(pid);
+      if (it == owner.end()) continue;
+      zygote_event e{};
+      e.kind = zygote_event_kind::exited;
+      e.pid = pid;
+      e.status = status;
+      send_event(it->second, e);
+      owner.erase(it);
+    }
+  }
+
+  // A pool closed its connection (destroyed, or its process died): none of its workers may outlive
+  // it. Kill and reap them, then close our end so the pool knows they are gone.
+  void drop_connection(int conn) {
+    for (auto it = owner.begin(); it != owner.end();) {
+      if (it->second != conn) {
+        ++it;
+        continue;
+      }
+      ::kill(it->first, SIGKILL);
+      ::waitpid(it->first, nullptr, 0);
+      it = owner.erase(it);
+    }
+    ::close(conn);
+    connections.erase(std::remove(connections.begin(), connections.end(), conn), connections.end());
+  }
+
+  [[noreturn]] void stop() {
+    for (auto& [pid, conn] : owner) ::kill(pid, SIGKILL);
+    for (auto& [pid, conn] : owner) ::waitpid(pid, nullptr, 0);
+    ::_exit(0);
+  }
+
+  [[noreturn]] void run() {
+    std::vector<pollfd> fds;
+    for (;;) {
+      fds.clear();
+      fds.push_back({root, POLLIN, 0});
+      fds.push_back({signals, POLLIN, 0});
+      for (int c : connections) fds.push_back({c, POLLIN, 0});
+      if (::poll(fds.data(), fds.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        stop();
+      }
+      if (fds[1].revents != 0) report_exits();
+      if (fds[0].revents != 0) {
+        char byte = 0;
+        int conn = -1;
+        const long n = receive_message(root, &byte, 1, &conn, false);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) stop();  // the program is gone
+        if (conn >= 0) connections.push_back(conn);
+      }
+      for (std::size_t i = 2; i < fds.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        const int conn = fds[i].fd;
+        zygote_request req;
+        int channel = -1;
+        const long n = receive_message(conn, &req, sizeof req, &channel, false);
+        if (n == static_cast<long>(sizeof req) && req.kind == 1 && channel >= 0) {
+          spawn(conn, req, channel);
+        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+          continue;
+        } else {
+          if (channel >= 0) ::close(channel);
+          drop_connection(conn);
+        }
+      }
+    }
+  }
+};
+
+[[noreturn]] void zygote_main(int root, pid_t parent) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(0);
+  ::prctl(PR_SET_NAME, "procpool-zygote");
+  ::signal(SIGINT, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+  const int signals = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signals < 0) ::_exit(1);
+  close_all_fds_except({0, 1, 2, root, signals});
+  server s{root, signals, ::getpid(), {}, {}};
+  s.run();
+}
+
+}  // namespace
+
+auto send_message(int sock, const void* data, std::size_t size, int fd_to_pass) -> bool {
+  iovec iov{const_cast<void*>(data), size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  if (fd_to_pass >= 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+  }
+  for (;;) {
+    const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(size)) return true;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      pollfd p{sock, POLLOUT, 0};
+      ::poll(&p, 1, 1000);
+      continue;
+    }
+    return false;
+  }
+}
+
+auto receive_message(int sock, void* data, std::size_t size, int* received_fd, bool wait) -> long {
+  iovec iov{data, size};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)] = {};
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  if (received_fd != nullptr) *received_fd = -1;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
+  } while (n < 0 && errno == EINTR);
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (received_fd != nullptr && *received_fd < 0) {
+        *received_fd = fd;
+      } else {
+        ::close(fd);  // more descriptors than the protocol allows: drop them, never leak them
+      }
+    }
+  }
+  return static_cast<long>(n);
+}
+
+void start_zygote() {
+  auto& h = handle();
+  std::lock_guard lock(h.mutex);
+  if (h.root) return;
+  if (thread_count() > runtime_threads) {
+    throw init_required(
+        "procpool: this process already runs several threads, so forking workers from it is unsafe. "
+        "Call procpool::init() at the top of main(), before any thread is started.");
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    throw std::system_error(errno, std::generic_category(), "procpool: socketpair for the fork server");
+  }
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int err = errno;
+    ::close(sv[0]);
+    ::close(sv[1]);
+    throw std::system_error(err, std::generic_category(), "procpool: fork of the fork server");
+  }
+  if (pid == 0) {
+    ::close(sv[0]);
+    zygote_main(sv[1], parent);
+  }
+  ::close(sv[1]);
+  h.root.reset(sv[0]);
+  h.pid = pid;
+}
+
+auto connect_zygote() -> unique_fd {
+  start_zygote();
+  auto& h = handle();
+  std::lock_guard lock(h.mutex);
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    throw worker_start_failed(std::string("procpool: socketpair: ") + std::strerror(errno));
+  }
+  unique_fd ours(sv[0]);
+  unique_fd theirs(sv[1]);
+  const char byte = 'c';
+  if (!send_message(h.root.get(), &byte, 1, theirs.get())) {
+    throw worker_start_failed(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
+  }
+  return ours;
+}
+
+}  // namespace procpool::detail
