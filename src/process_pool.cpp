@@ -137,7 +137,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void shutdown(shutdown_mode mode, shutdown_completion done) {
     std::lock_guard lock(mutex_);
     if (destroyed_) {
-      done();
+      std::move(done)();
       return;
     }
     closing_ = true;
@@ -158,8 +158,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       w->channel.close(ignored);  // idle workers see end-of-file and exit at once
     }
     boost::system::error_code ignored;
-    zygote_.cancel(ignored);
-    const int fd = zygote_.native_handle();
+    const int fd = zygote_.is_open() ? zygote_.native_handle() : -1;
+    if (fd >= 0) zygote_.cancel(ignored);
 
     using clock = std::chrono::steady_clock;
     auto wait_for_exits = [&](clock::time_point deadline) {
@@ -456,7 +456,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     zygote_.async_wait(asio::posix::descriptor_base::wait_read,
                        [self = shared_from_this()](boost::system::error_code ec) {
                          std::lock_guard lock(self->mutex_);
-                         if (self->destroyed_) return;
+                         if (self->destroyed_ || !self->zygote_.is_open()) return;
                          if (ec) return self->lose_zygote("procpool: lost the fork server: " + ec.message());
                          if (self->drain_events()) self->read_events();
                        });
@@ -572,6 +572,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   void check_shutdown_done() {
     if (!closing_ || !workers_.empty() || !tasks_.empty()) return;
+    // Nothing left to hear about: release the fork-server connection, so the pool holds no pending
+    // operation and io_context::run() can return once the program's own work is done.
+    boost::system::error_code ignored;
+    if (!destroyed_ && zygote_.is_open()) zygote_.close(ignored);
     auto waiters = std::move(shutdown_waiters_);
     shutdown_waiters_.clear();
     for (auto& done : waiters) std::move(done)();

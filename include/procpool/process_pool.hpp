@@ -17,6 +17,7 @@
 
 #include "procpool/detail/invoke.hpp"
 #include "procpool/detail/pool_core.hpp"
+#include "procpool/detail/signature.hpp"
 #include "procpool/error.hpp"
 #include "procpool/pool_options.hpp"
 #include "procpool/pool_stats.hpp"
@@ -24,10 +25,6 @@
 namespace procpool {
 
 namespace detail {
-
-template <class R>
-using submit_signature_t =
-    std::conditional_t<std::is_void_v<R>, void(std::exception_ptr), void(std::exception_ptr, R)>;
 
 // Hands a finished task to the caller: posts to the handler's associated executor (so the handler
 // never runs inline and always runs where the caller expects), decoding the result there.
@@ -169,7 +166,7 @@ class process_pool {
  private:
   template <class R, class Token>
   auto async_submit_request(detail::task_request request, Token&& token) {
-    return boost::asio::async_initiate<Token, detail::submit_signature_t<R>>(
+    return boost::asio::async_initiate<Token, detail::completion_signature_t<R>>(
         [core = core_, ex = executor_](auto handler, detail::task_request req) {
           using handler_t = decltype(handler);
           auto slot = boost::asio::get_associated_cancellation_slot(handler);

@@ -15,6 +15,8 @@
 #include <tuple>
 #include <type_traits>
 
+#include "procpool/detail/signature.hpp"
+
 namespace procpool {
 
 /// The thread pool procpool::to_thread uses unless given another: created on first use with
@@ -28,27 +30,25 @@ auto default_thread_pool() -> boost::asio::thread_pool&;
 /// never inline. Not cancellable: a running blocking call cannot be interrupted safely.
 template <class Executor, class F, class... Args, class Token>
 auto async_to_thread(const Executor& threads, Token&& token, F f, Args... args) {
-  using R = std::invoke_result_t<F&, Args&...>;
-  using signature =
-      std::conditional_t<std::is_void_v<R>, void(std::exception_ptr), void(std::exception_ptr, R)>;
-  return boost::asio::async_initiate<Token, signature>(
-      [threads](auto handler, F fn, std::tuple<Args...> a) {
+  using R = std::decay_t<std::invoke_result_t<F&, Args&...>>;
+  using call = std::tuple<F, Args...>;
+  return boost::asio::async_initiate<Token, detail::completion_signature_t<R>>(
+      [threads](auto handler, call c) {
         auto work = boost::asio::make_work_guard(
             boost::asio::get_associated_executor(handler, boost::asio::system_executor()));
-        boost::asio::post(threads, [h = std::move(handler), w = std::move(work), fn = std::move(fn),
-                                    a = std::move(a)]() mutable {
+        boost::asio::post(threads, [h = std::move(handler), w = std::move(work), c = std::move(c)]() mutable {
           std::exception_ptr ep;
           if constexpr (std::is_void_v<R>) {
             try {
-              std::apply(fn, a);
+              std::apply([](F& fn, Args&... a) { fn(a...); }, c);
             } catch (...) {
               ep = std::current_exception();
             }
             boost::asio::post(w.get_executor(), [h = std::move(h), ep]() mutable { std::move(h)(ep); });
           } else {
-            std::decay_t<R> value{};
+            R value{};
             try {
-              value = std::apply(fn, a);
+              value = std::apply([](F& fn, Args&... a) -> R { return fn(a...); }, c);
             } catch (...) {
               ep = std::current_exception();
             }
@@ -58,7 +58,7 @@ auto async_to_thread(const Executor& threads, Token&& token, F f, Args... args) 
           }
         });
       },
-      token, std::move(f), std::tuple<Args...>(std::move(args)...));
+      token, call(std::move(f), std::move(args)...));
 }
 
 /// `co_await procpool::to_thread(blocking_read, path)`: runs on default_thread_pool().

@@ -1,7 +1,6 @@
 // procpool - the non-template heart of a process pool (implemented in src/process_pool.cpp).
 #pragma once
 
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <cstdint>
@@ -11,6 +10,7 @@
 
 #include "procpool/detail/codec.hpp"
 #include "procpool/detail/invoke.hpp"
+#include "procpool/detail/unique_function.hpp"
 #include "procpool/pool_options.hpp"
 #include "procpool/pool_stats.hpp"
 
@@ -18,8 +18,8 @@ namespace procpool::detail {
 
 /// Called exactly once per task, from whichever thread finishes it; it must only hand the result on
 /// (the public layer posts it to the caller's executor).
-using task_completion = boost::asio::any_completion_handler<void(std::exception_ptr, byte_buffer)>;
-using shutdown_completion = boost::asio::any_completion_handler<void()>;
+using task_completion = unique_function<void(std::exception_ptr, byte_buffer)>;
+using shutdown_completion = unique_function<void()>;
 
 class pool_core;
 
