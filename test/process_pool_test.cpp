@@ -142,7 +142,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(crash_case{"crash_segv", crash_segv, 0, SIGSEGV, -1},
                       crash_case{"crash_abort", crash_abort, 0, SIGABRT, -1},
                       crash_case{"crash_exit", crash_exit, 3, 0, 3}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& test_info) { return std::string(test_info.param.name); });
 
 // ---- cancellation ----
 
