@@ -27,7 +27,8 @@ auto read_build_id() -> std::string {
             std::memcpy(&note, p, sizeof note);
             const auto* name = p + sizeof note;
             const auto* desc = name + ((note.n_namesz + 3) & ~3U);
-            if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
+            if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 &&
+                std::memcmp(name, "GNU", 4) == 0) {
               char hex[3];
               for (unsigned j = 0; j < note.n_descsz; ++j) {
                 std::snprintf(hex, sizeof hex, "%02x", desc[j]);

@@ -8,8 +8,8 @@
 namespace procpool {
 namespace {
 
-auto describe_remote(const std::string& type, const std::string& message, const std::string& function,
-                     pid_t pid) -> std::string {
+auto describe_remote(const std::string& type, const std::string& message,
+                     const std::string& function, pid_t pid) -> std::string {
   std::string s = "remote exception " + type;
   if (!message.empty()) s += ": " + message;
   s += " (in " + function + ", worker pid " + std::to_string(pid) + ")";
@@ -21,7 +21,8 @@ auto describe_crash(pid_t pid, int sig, int code, const std::string& function,
   std::string s = "worker pid " + std::to_string(pid);
   if (sig != 0) {
     const char* name = sigabbrev_np(sig);
-    s += " killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
+    s += " killed by signal " + std::to_string(sig) +
+         (name ? std::string(" (SIG") + name + ")" : "");
   } else {
     s += " exited with status " + std::to_string(code);
   }

@@ -69,7 +69,8 @@ auto category_by_name(const std::string& name) -> const std::error_category* {
 // parent's what() is the worker's, byte for byte.
 class remote_system_error : public std::system_error {
  public:
-  remote_system_error(std::error_code ec, std::string what) : std::system_error(ec), what_(std::move(what)) {}
+  remote_system_error(std::error_code ec, std::string what)
+      : std::system_error(ec), what_(std::move(what)) {}
   [[nodiscard]] auto what() const noexcept -> const char* override { return what_.c_str(); }
 
  private:
@@ -102,8 +103,8 @@ auto register_exception_type(const std::type_info& type, exception_factory make)
 
 auto demangle(const char* mangled) -> std::string {
   int status = 0;
-  std::unique_ptr<char, decltype(&std::free)> out(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                                  &std::free);
+  std::unique_ptr<char, decltype(&std::free)> out(
+      abi::__cxa_demangle(mangled, nullptr, nullptr, &status), &std::free);
   return status == 0 && out ? std::string(out.get()) : std::string(mangled);
 }
 
@@ -129,11 +130,13 @@ auto rebuild_exception(const exception_envelope& e, const std::string& function,
   if (auto make = find_registered(e.type_name)) return make(e.what);
   const auto& table = std_factories();
   if (auto it = table.find(e.type_name); it != table.end()) return it->second(e.what);
-  if (e.type_name == typeid(std::bad_alloc).name()) return std::make_exception_ptr(std::bad_alloc());
+  if (e.type_name == typeid(std::bad_alloc).name())
+    return std::make_exception_ptr(std::bad_alloc());
   if (e.type_name == typeid(std::system_error).name()) {
     if (auto ep = rebuild_system_error(e)) return ep;
   }
-  std::string shown = e.type_name.empty() ? std::string("<unknown>") : demangle(e.type_name.c_str());
+  std::string shown =
+      e.type_name.empty() ? std::string("<unknown>") : demangle(e.type_name.c_str());
   if (!e.category.empty()) shown += " [" + e.category + ":" + std::to_string(e.code) + "]";
   return std::make_exception_ptr(remote_error(std::move(shown), e.what, function, pid));
 }

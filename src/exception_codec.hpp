@@ -1,10 +1,10 @@
 // procpool - carrying a task's exception from a worker to the parent.
 #pragma once
 
+#include <sys/types.h>
 #include <cstdint>
 #include <exception>
 #include <string>
-#include <sys/types.h>
 
 #include "procpool/detail/codec.hpp"
 

@@ -52,13 +52,16 @@ auto read_symtab(const std::string& path) -> std::vector<symbol> {
       const auto& sh = sections[i];
       if (sh.sh_type != SHT_SYMTAB || sh.sh_link >= eh.e_shnum) continue;
       const auto& strtab = sections[sh.sh_link];
-      if (!in_file(sh.sh_offset, sh.sh_size) || !in_file(strtab.sh_offset, strtab.sh_size)) continue;
+      if (!in_file(sh.sh_offset, sh.sh_size) || !in_file(strtab.sh_offset, strtab.sh_size))
+        continue;
       const auto* syms = reinterpret_cast<const ElfW(Sym)*>(base + sh.sh_offset);
       for (std::size_t j = 0; j < sh.sh_size / sizeof(ElfW(Sym)); ++j) {
         const auto& s = syms[j];
-        if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_value == 0 || s.st_name >= strtab.sh_size) continue;
+        if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_value == 0 || s.st_name >= strtab.sh_size)
+          continue;
         const char* name = reinterpret_cast<const char*>(base + strtab.sh_offset + s.st_name);
-        out.push_back({s.st_value, s.st_size, std::string(name, strnlen(name, strtab.sh_size - s.st_name))});
+        out.push_back(
+            {s.st_value, s.st_size, std::string(name, strnlen(name, strtab.sh_size - s.st_name))});
       }
     }
   }

@@ -5,6 +5,8 @@
 
 namespace procpool {
 
-void init() { detail::start_zygote(); }
+void init() {
+  detail::start_zygote();
+}
 
 }  // namespace procpool

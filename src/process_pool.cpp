@@ -1,10 +1,10 @@
 // procpool - the pool: queue, dispatch, results, worker deaths, cancellation and shutdown.
 // See docs/design.md, "The life of one task".
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,9 +48,9 @@ struct worker {
   pid_t pid = 0;
   unique_fd pidfd;
   asio::local::stream_protocol::socket channel;
-  bool spawned = false;   // the fork server reported its pid
-  bool greeted = false;   // it sent a valid hello
-  bool retiring = false;  // its channel was closed so that it exits
+  bool spawned = false;    // the fork server reported its pid
+  bool greeted = false;    // it sent a valid hello
+  bool retiring = false;   // its channel was closed so that it exits
   int pending_signal = 0;  // a signal to send as soon as its pidfd arrives
   std::shared_ptr<task> current;
   frame_header rx_header;
@@ -87,7 +87,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     t->request = std::move(request);
     t->done = std::move(done);
     if (closing_) {
-      finish(*t, std::make_exception_ptr(pool_closed("procpool: submit after the pool was shut down")));
+      finish(*t,
+             std::make_exception_ptr(pool_closed("procpool: submit after the pool was shut down")));
       return t->id;
     }
     if (!zygote_error_.empty()) {
@@ -95,10 +96,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       return t->id;
     }
     if (t->request.frame.size() - sizeof(frame_header) > options_.max_message_bytes) {
-      finish(*t, std::make_exception_ptr(serialization_error(
-                     "procpool: the task's arguments encode to " +
-                     std::to_string(t->request.frame.size()) +
-                     " bytes, more than pool_options::max_message_bytes")));
+      finish(*t, std::make_exception_ptr(
+                     serialization_error("procpool: the task's arguments encode to " +
+                                         std::to_string(t->request.frame.size()) +
+                                         " bytes, more than pool_options::max_message_bytes")));
       return t->id;
     }
     tasks_[t->id] = t;
@@ -124,12 +125,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       finish(*t, std::make_exception_ptr(cancelled("procpool: task cancelled before it started")));
       return;
     }
-    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none || t->ending) return;
+    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none || t->ending)
+      return;
     auto w = worker_running(*t);
     if (!w) return;
-    t->ending = std::make_exception_ptr(cancelled(
-        "procpool: task cancelled while running; its worker (pid " + std::to_string(w->pid) +
-        ") was killed"));
+    t->ending = std::make_exception_ptr(
+        cancelled("procpool: task cancelled while running; its worker (pid " +
+                  std::to_string(w->pid) + ") was killed"));
     ++stats_.cancelled;
     kill(*w, SIGKILL);
   }
@@ -164,7 +166,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     using clock = std::chrono::steady_clock;
     auto wait_for_exits = [&](clock::time_point deadline) {
       while (!workers_.empty() && fd >= 0) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
         if (left.count() <= 0) return;
         lock.unlock();
         pollfd p{fd, POLLIN, 0};
@@ -190,7 +193,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         if (passed >= 0) ::close(passed);
         if (n == 0 || (n < 0 && errno != EAGAIN)) break;
         if (n > 0) continue;
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
         if (left.count() <= 0) break;
         lock.unlock();
         pollfd p{fd, POLLIN, 0};
@@ -204,7 +208,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
     workers_.clear();
     for (auto& [id, t] : tasks_) {
-      if (t->done) finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool was destroyed")));
+      if (t->done)
+        finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool was destroyed")));
     }
     tasks_.clear();
     check_shutdown_done();
@@ -215,8 +220,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     pool_stats s = stats_;
     s.workers = workers_.size();
     for (const auto& [id, w] : workers_) {
-      if (w->current) ++s.busy;
-      else if (w->ready()) ++s.idle;
+      if (w->current)
+        ++s.busy;
+      else if (w->ready())
+        ++s.idle;
     }
     s.queued = queue_.size();
     return s;
@@ -256,14 +263,15 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void abandon_tasks(int signal) {
     for (auto& t : queue_) {
       tasks_.erase(t->id);
-      finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool shut down before the task started")));
+      finish(*t, std::make_exception_ptr(
+                     pool_closed("procpool: the pool shut down before the task started")));
     }
     queue_.clear();
     for (auto& [id, w] : workers_) {
       if (!w->current || w->current->ending) continue;
-      w->current->ending = std::make_exception_ptr(pool_closed(
-          "procpool: the pool shut down while the task ran; its worker (pid " + std::to_string(w->pid) +
-          ") was stopped"));
+      w->current->ending = std::make_exception_ptr(
+          pool_closed("procpool: the pool shut down while the task ran; its worker (pid " +
+                      std::to_string(w->pid) + ") was stopped"));
       kill(*w, signal);
     }
   }
@@ -413,8 +421,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           return violation(*w, std::string("sent a malformed hello: ") + e.what());
         }
         if (version != protocol_version || id != build_id()) {
-          return violation(*w, "runs a different build of the program (build id " + id + ", expected " +
-                                   build_id() + ")");
+          return violation(*w, "runs a different build of the program (build id " + id +
+                                   ", expected " + build_id() + ")");
         }
         w->greeted = true;
         if (w->spawned) consecutive_start_failures_ = 0;
@@ -453,13 +461,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // ---- events from the fork server ----
 
   void read_events() {
-    zygote_.async_wait(asio::posix::descriptor_base::wait_read,
-                       [self = shared_from_this()](boost::system::error_code ec) {
-                         std::lock_guard lock(self->mutex_);
-                         if (self->destroyed_ || !self->zygote_.is_open()) return;
-                         if (ec) return self->lose_zygote("procpool: lost the fork server: " + ec.message());
-                         if (self->drain_events()) self->read_events();
-                       });
+    zygote_.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](
+                                                                    boost::system::error_code ec) {
+      std::lock_guard lock(self->mutex_);
+      if (self->destroyed_ || !self->zygote_.is_open()) return;
+      if (ec) return self->lose_zygote("procpool: lost the fork server: " + ec.message());
+      if (self->drain_events()) self->read_events();
+    });
   }
 
   // Handles every queued event; false once the fork server has gone.
@@ -521,7 +529,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         finish(*t, t->ending);
       } else {
         ++stats_.crashed;
-        finish(*t, std::make_exception_ptr(worker_crashed(w.pid, sig, code, name_of(*t), w.kill_reason)));
+        finish(*t, std::make_exception_ptr(
+                       worker_crashed(w.pid, sig, code, name_of(*t), w.kill_reason)));
       }
     }
     if (!w.greeted && !w.retiring && !destroyed_) {
@@ -600,7 +609,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   pool_stats stats_;
 };
 
-auto make_pool_core(asio::any_io_executor ex, const pool_options& options) -> std::shared_ptr<pool_core> {
+auto make_pool_core(asio::any_io_executor ex, const pool_options& options)
+    -> std::shared_ptr<pool_core> {
   auto core = std::make_shared<pool_core>(std::move(ex), options);
   core->start();
   return core;
@@ -610,16 +620,24 @@ auto submit(pool_core& core, task_request request, task_completion done) -> std:
   return core.submit(std::move(request), std::move(done));
 }
 
-void cancel(pool_core& core, std::uint64_t task_id, asio::cancellation_type type) { core.cancel(task_id, type); }
+void cancel(pool_core& core, std::uint64_t task_id, asio::cancellation_type type) {
+  core.cancel(task_id, type);
+}
 
 void shutdown(pool_core& core, shutdown_mode mode, shutdown_completion done) {
   core.shutdown(mode, std::move(done));
 }
 
-void destroy(pool_core& core) noexcept { core.destroy(); }
+void destroy(pool_core& core) noexcept {
+  core.destroy();
+}
 
-auto stats(const pool_core& core) -> pool_stats { return core.stats(); }
+auto stats(const pool_core& core) -> pool_stats {
+  return core.stats();
+}
 
-auto worker_pids(const pool_core& core) -> std::vector<int> { return core.worker_pids(); }
+auto worker_pids(const pool_core& core) -> std::vector<int> {
+  return core.worker_pids();
+}
 
 }  // namespace procpool::detail

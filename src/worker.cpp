@@ -79,12 +79,14 @@ void run_worker(int channel) {
   for (;;) {
     frame_header h;
     if (!read_exactly(channel, &h, sizeof h)) leave(0);  // end of channel: the pool let us go
-    if (h.magic != frame_magic || h.kind != frame_kind::task || h.size < sizeof(task_prefix)) leave(2);
+    if (h.magic != frame_magic || h.kind != frame_kind::task || h.size < sizeof(task_prefix))
+      leave(2);
     payload.resize(h.size);
     if (!read_exactly(channel, payload.data(), payload.size())) leave(0);
     task_prefix prefix;
     std::memcpy(&prefix, payload.data(), sizeof prefix);
-    const std::span<const std::byte> args(payload.data() + sizeof prefix, payload.size() - sizeof prefix);
+    const std::span<const std::byte> args(payload.data() + sizeof prefix,
+                                          payload.size() - sizeof prefix);
     out.clear();
     frame_kind kind = frame_kind::result;
     try {
@@ -95,7 +97,8 @@ void run_worker(int channel) {
         encode_into(out, describe_current_exception());
       } catch (...) {
         out.clear();
-        encode_into(out, exception_envelope{typeid(std::bad_alloc).name(), "std::bad_alloc", 0, {}});
+        encode_into(out,
+                    exception_envelope{typeid(std::bad_alloc).name(), "std::bad_alloc", 0, {}});
       }
       kind = frame_kind::exception;
     }

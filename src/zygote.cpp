@@ -263,12 +263,14 @@ void start_zygote() {
   if (h.root) return;
   if (thread_count() > runtime_threads) {
     throw init_required(
-        "procpool: this process already runs several threads, so forking workers from it is unsafe. "
+        "procpool: this process already runs several threads, so forking workers from it is "
+        "unsafe. "
         "Call procpool::init() at the top of main(), before any thread is started.");
   }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    throw std::system_error(errno, std::generic_category(), "procpool: socketpair for the fork server");
+    throw std::system_error(errno, std::generic_category(),
+                            "procpool: socketpair for the fork server");
   }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
@@ -299,7 +301,8 @@ auto connect_zygote() -> unique_fd {
   unique_fd theirs(sv[1]);
   const char byte = 'c';
   if (!send_message(h.root.get(), &byte, 1, theirs.get())) {
-    throw worker_start_failed(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
+    throw worker_start_failed(std::string("procpool: the fork server is gone: ") +
+                              std::strerror(errno));
   }
   return ours;
 }

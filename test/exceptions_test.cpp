@@ -29,16 +29,26 @@ namespace {
 
 auto throw_std(int which) -> int {
   switch (which) {
-    case 0: throw std::logic_error("logic");
-    case 1: throw std::invalid_argument("bad argument");
-    case 2: throw std::domain_error("domain");
-    case 3: throw std::length_error("length");
-    case 4: throw std::out_of_range("index 7 out of range");
-    case 5: throw std::runtime_error("runtime");
-    case 6: throw std::range_error("range");
-    case 7: throw std::overflow_error("overflow");
-    case 8: throw std::underflow_error("underflow");
-    default: return which;
+    case 0:
+      throw std::logic_error("logic");
+    case 1:
+      throw std::invalid_argument("bad argument");
+    case 2:
+      throw std::domain_error("domain");
+    case 3:
+      throw std::length_error("length");
+    case 4:
+      throw std::out_of_range("index 7 out of range");
+    case 5:
+      throw std::runtime_error("runtime");
+    case 6:
+      throw std::range_error("range");
+    case 7:
+      throw std::overflow_error("overflow");
+    case 8:
+      throw std::underflow_error("underflow");
+    default:
+      return which;
   }
 }
 
@@ -56,11 +66,10 @@ TEST_F(RemoteException, OutOfRangeIsCaughtAsOutOfRange) {
 
 TEST_F(RemoteException, EveryStandardLogicAndRuntimeErrorKeepsItsExactTypeAndText) {
   process_pool pool{io_.get_executor(), {.workers = 2}};
-  const std::type_info* expected[] = {&typeid(std::logic_error),    &typeid(std::invalid_argument),
-                                      &typeid(std::domain_error),   &typeid(std::length_error),
-                                      &typeid(std::out_of_range),   &typeid(std::runtime_error),
-                                      &typeid(std::range_error),    &typeid(std::overflow_error),
-                                      &typeid(std::underflow_error)};
+  const std::type_info* expected[] = {
+      &typeid(std::logic_error),  &typeid(std::invalid_argument), &typeid(std::domain_error),
+      &typeid(std::length_error), &typeid(std::out_of_range),     &typeid(std::runtime_error),
+      &typeid(std::range_error),  &typeid(std::overflow_error),   &typeid(std::underflow_error)};
   const char* texts[] = {"logic",   "bad argument", "domain",   "length",   "index 7 out of range",
                          "runtime", "range",        "overflow", "underflow"};
   for (int i = 0; i < 9; ++i) {
@@ -75,7 +84,9 @@ TEST_F(RemoteException, EveryStandardLogicAndRuntimeErrorKeepsItsExactTypeAndTex
   }
 }
 
-auto throw_bad_alloc(int) -> int { throw std::bad_alloc(); }
+auto throw_bad_alloc(int) -> int {
+  throw std::bad_alloc();
+}
 
 TEST_F(RemoteException, BadAllocIsRethrownAsBadAlloc) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
@@ -97,8 +108,8 @@ TEST_F(RemoteException, SystemErrorKeepsItsCodeCategoryAndText) {
   } catch (const std::system_error& e) {
     EXPECT_EQ(e.code(), std::error_code(EACCES, std::generic_category()));
     EXPECT_EQ(e.code(), std::errc::permission_denied);
-    EXPECT_EQ(std::string(e.what()), std::system_error(EACCES, std::generic_category(),
-                                                       "opening /data/input").what());
+    EXPECT_EQ(std::string(e.what()),
+              std::system_error(EACCES, std::generic_category(), "opening /data/input").what());
   }
   try {
     get(pool.async_submit(throw_system_error_plain, ENOENT, asio::use_future));
@@ -108,7 +119,9 @@ TEST_F(RemoteException, SystemErrorKeepsItsCodeCategoryAndText) {
   }
 }
 
-auto throw_quota(int) -> int { throw quota_exceeded("quota of 10 jobs exceeded"); }
+auto throw_quota(int) -> int {
+  throw quota_exceeded("quota of 10 jobs exceeded");
+}
 
 TEST_F(RemoteException, RegisteredUserExceptionComesBackAsItself) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
@@ -120,12 +133,17 @@ TEST_F(RemoteException, RegisteredUserExceptionComesBackAsItself) {
   }
 }
 
-auto throw_weird(int) -> int { throw weird_error(); }
-auto throw_int(int) -> int { throw 42; }
+auto throw_weird(int) -> int {
+  throw weird_error();
+}
+auto throw_int(int) -> int {
+  throw 42;
+}
 
 TEST_F(RemoteException, UnknownTypeBecomesRemoteErrorWithTypeTextFunctionAndPid) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
-  const int pid = get(pool.async_submit([]() { return static_cast<int>(::getpid()); }, asio::use_future));
+  const int pid =
+      get(pool.async_submit([]() { return static_cast<int>(::getpid()); }, asio::use_future));
   try {
     get(pool.async_submit(throw_weird, 0, asio::use_future));
     FAIL() << "expected remote_error";
@@ -146,9 +164,11 @@ TEST_F(RemoteException, UnknownTypeBecomesRemoteErrorWithTypeTextFunctionAndPid)
 
 TEST_F(RemoteException, AThrowingTaskLeavesTheWorkerServing) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
-  const int before = get(pool.async_submit([]() { return static_cast<int>(::getpid()); }, asio::use_future));
+  const int before =
+      get(pool.async_submit([]() { return static_cast<int>(::getpid()); }, asio::use_future));
   EXPECT_THROW(get(pool.async_submit(throw_std, 1, asio::use_future)), std::invalid_argument);
-  const int after = get(pool.async_submit([]() { return static_cast<int>(::getpid()); }, asio::use_future));
+  const int after =
+      get(pool.async_submit([]() { return static_cast<int>(::getpid()); }, asio::use_future));
   EXPECT_EQ(before, after);
   EXPECT_EQ(pool.stats().failed, 1U);
 }

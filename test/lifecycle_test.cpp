@@ -100,7 +100,8 @@ TEST_F(Lifecycle, DestructorStopsABusyPoolAndFailsItsTasks) {
   std::future<int> running;
   int pid = 0;
   {
-    process_pool pool{io_.get_executor(), {.workers = 2, .stop_grace = std::chrono::milliseconds(200)}};
+    process_pool pool{io_.get_executor(),
+                      {.workers = 2, .stop_grace = std::chrono::milliseconds(200)}};
     pid = get(pool.async_submit(my_pid, asio::use_future));
     running = pool.async_submit(spin_forever, 0, asio::use_future);
   }
@@ -118,7 +119,8 @@ TEST_F(Lifecycle, NoChildProcessOrZombieRemainsAfterThePoolIsDestroyed) {
     EXPECT_FALSE(leftover_processes().empty());
   }
   auto left = leftover_processes();
-  for (const auto& p : left) ADD_FAILURE() << "left behind: pid " << p.pid << " " << p.name << " state " << p.state;
+  for (const auto& p : left)
+    ADD_FAILURE() << "left behind: pid " << p.pid << " " << p.name << " state " << p.state;
 }
 
 TEST_F(Lifecycle, DescriptorsReturnToTheirStartingCountAfterAThousandTasks) {

@@ -86,7 +86,8 @@ TEST_F(PoolSubmit, AThousandConcurrentCoroutinesAllGetTheirOwnResult) {
         asio::detached);
   }
   get(all_done.get_future());
-  for (int i = 0; i < n; ++i) ASSERT_EQ(results[static_cast<std::size_t>(i)], i * i) << "task " << i;
+  for (int i = 0; i < n; ++i)
+    ASSERT_EQ(results[static_cast<std::size_t>(i)], i * i) << "task " << i;
 }
 
 auto bump_bytes(std::vector<std::byte> data) -> std::vector<std::byte> {
@@ -137,12 +138,11 @@ TEST_P(PoolCrash, FailsOnlyItsTaskAndThePoolKeepsServing) {
   EXPECT_EQ(pool.stats().crashed, 1U);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Deaths, PoolCrash,
-    ::testing::Values(crash_case{"crash_segv", crash_segv, 0, SIGSEGV, -1},
-                      crash_case{"crash_abort", crash_abort, 0, SIGABRT, -1},
-                      crash_case{"crash_exit", crash_exit, 3, 0, 3}),
-    [](const auto& test_info) { return std::string(test_info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Deaths, PoolCrash,
+                         ::testing::Values(crash_case{"crash_segv", crash_segv, 0, SIGSEGV, -1},
+                                           crash_case{"crash_abort", crash_abort, 0, SIGABRT, -1},
+                                           crash_case{"crash_exit", crash_exit, 3, 0, 3}),
+                         [](const auto& test_info) { return std::string(test_info.param.name); });
 
 // ---- cancellation ----
 
@@ -152,10 +152,10 @@ TEST_F(PoolCancel, RemovesAQueuedTaskAndLeavesTheRunningOneAlone) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
   get(pool.async_submit(square, 1, asio::use_future));  // the worker is up and idle
   asio::cancellation_signal running_signal, queued_signal;
-  auto running = pool.async_submit(spin_forever, 0,
-                                   asio::bind_cancellation_slot(running_signal.slot(), asio::use_future));
-  auto queued = pool.async_submit(square, 2,
-                                  asio::bind_cancellation_slot(queued_signal.slot(), asio::use_future));
+  auto running = pool.async_submit(
+      spin_forever, 0, asio::bind_cancellation_slot(running_signal.slot(), asio::use_future));
+  auto queued = pool.async_submit(
+      square, 2, asio::bind_cancellation_slot(queued_signal.slot(), asio::use_future));
   asio::post(io_, [&] { queued_signal.emit(asio::cancellation_type::total); });
   EXPECT_THROW(get(queued), cancelled);
   EXPECT_EQ(pool.stats().busy, 1U);

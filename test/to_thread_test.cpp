@@ -34,13 +34,18 @@ TEST_F(ToThread, RunsOnAnotherThreadAndResumesOnTheCallersExecutor) {
 }
 
 TEST_F(ToThread, PropagatesExceptions) {
-  EXPECT_THROW(run([&]() -> asio::awaitable<std::string> { co_return co_await to_thread(read_file, std::string("/nonexistent/x")); }),
+  EXPECT_THROW(run([&]() -> asio::awaitable<std::string> {
+                 co_return co_await to_thread(read_file, std::string("/nonexistent/x"));
+               }),
                std::runtime_error);
 }
 
 TEST_F(ToThread, RunsOnAThreadPoolTheCallerPasses) {
   asio::thread_pool mine(1);
-  int r = run([&]() -> asio::awaitable<int> { co_return co_await to_thread_on(mine.get_executor(), [](int x) { return x + 1; }, 41); });
+  int r = run([&]() -> asio::awaitable<int> {
+    co_return co_await to_thread_on(
+        mine.get_executor(), [](int x) { return x + 1; }, 41);
+  });
   EXPECT_EQ(r, 42);
 }
 

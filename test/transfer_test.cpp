@@ -34,14 +34,19 @@ enum class color { red, green, blue };
 static_assert(transferable<int>);
 static_assert(transferable<point>);
 static_assert(transferable<order>);
-static_assert(transferable<std::map<std::string, std::vector<std::optional<std::pair<int, double>>>>>);
+static_assert(
+    transferable<std::map<std::string, std::vector<std::optional<std::pair<int, double>>>>>);
 static_assert(!transferable<int*>);
 static_assert(!transferable<const char*>);
 
 using Nested = std::map<std::string, std::vector<std::optional<std::pair<int, double>>>>;
 
-auto echo_nested(const Nested& n) -> Nested { return n; }
-auto echo_tuple(std::tuple<int, std::string, std::unordered_map<int, std::string>> t) { return t; }
+auto echo_nested(const Nested& n) -> Nested {
+  return n;
+}
+auto echo_tuple(std::tuple<int, std::string, std::unordered_map<int, std::string>> t) {
+  return t;
+}
 auto move_point(point p, double dx) -> point {
   p.x += dx;
   return p;
@@ -52,8 +57,12 @@ auto summarize(const order& o) -> order {
   r.note = "seen " + o.customer;
   return r;
 }
-auto next_color(color c) -> color { return c == color::blue ? color::red : static_cast<color>(static_cast<int>(c) + 1); }
-auto greet(const std::string& name) -> std::string { return "hello, " + name; }
+auto next_color(color c) -> color {
+  return c == color::blue ? color::red : static_cast<color>(static_cast<int>(c) + 1);
+}
+auto greet(const std::string& name) -> std::string {
+  return "hello, " + name;
+}
 
 using Transfer = PoolTest;
 
@@ -61,7 +70,8 @@ TEST_F(Transfer, NestedStandardContainersRoundTrip) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
   Nested n{{"a", {std::nullopt, std::pair{1, 2.5}}}, {"", {}}, {"b", {std::pair{-3, 1e300}}}};
   EXPECT_EQ(get(pool.async_submit(echo_nested, n, asio::use_future)), n);
-  std::tuple<int, std::string, std::unordered_map<int, std::string>> t{7, "seven", {{1, "one"}, {2, ""}}};
+  std::tuple<int, std::string, std::unordered_map<int, std::string>> t{
+      7, "seven", {{1, "one"}, {2, ""}}};
   EXPECT_EQ(get(pool.async_submit(echo_tuple, t, asio::use_future)), t);
 }
 
@@ -101,7 +111,8 @@ TEST_F(Transfer, ArgumentsMayBeTemporariesThatDieBeforeTheTaskRuns) {
 
 TEST_F(Transfer, OversizedArgumentsAreRefusedWithSerializationError) {
   process_pool pool{io_.get_executor(), {.workers = 1, .max_message_bytes = 1024}};
-  EXPECT_THROW(get(pool.async_submit(greet, std::string(4096, 'z'), asio::use_future)), serialization_error);
+  EXPECT_THROW(get(pool.async_submit(greet, std::string(4096, 'z'), asio::use_future)),
+               serialization_error);
   EXPECT_EQ(get(pool.async_submit(greet, "ok", asio::use_future)), "hello, ok");
 }
 

@@ -3,8 +3,8 @@
 // loopback socket. One request crashes its worker, to show that only that request fails.
 //
 // Usage: pipeline [database-file]   (default: pipeline.db in the current directory)
-#include <procpool/procpool.hpp>
 #include <sqlite3.h>
+#include <procpool/procpool.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -51,10 +51,13 @@ auto count_primes(std::uint32_t n) -> std::uint32_t {
 class database {
  public:
   explicit database(const std::string& path) {
-    if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) throw std::runtime_error(sqlite3_errmsg(db_));
+    if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK)
+      throw std::runtime_error(sqlite3_errmsg(db_));
     exec("PRAGMA journal_mode=WAL");
     exec("DROP TABLE IF EXISTS results");
-    exec("CREATE TABLE results (id INTEGER PRIMARY KEY, input INTEGER, outcome TEXT, value INTEGER)");
+    exec(
+        "CREATE TABLE results (id INTEGER PRIMARY KEY, input INTEGER, outcome TEXT, value "
+        "INTEGER)");
   }
   ~database() { sqlite3_close(db_); }
   database(const database&) = delete;
@@ -96,7 +99,8 @@ class database {
 
 // ---- the notification step: a line over a loopback socket to a receiver ----
 
-auto receive_notifications(tcp::acceptor& acceptor, int expected, int& received) -> asio::awaitable<void> {
+auto receive_notifications(tcp::acceptor& acceptor, int expected, int& received)
+    -> asio::awaitable<void> {
   tcp::socket peer = co_await acceptor.async_accept(asio::use_awaitable);
   asio::streambuf buf;
   while (received < expected) {
@@ -123,21 +127,24 @@ auto handle(request req, procpool::process_pool& pool, asio::thread_pool& db_thr
   std::string outcome = "succeeded";
   std::int64_t value = -1;
   try {
-    value = co_await procpool::wait_for(pool.submit(count_primes, req.n), 10s);  // compute in the pool
+    value =
+        co_await procpool::wait_for(pool.submit(count_primes, req.n), 10s);  // compute in the pool
   } catch (const procpool::worker_crashed& e) {
     outcome = "failed";
     std::printf("  request %d failed: %s\n", req.id, e.what());
   }
   auto write_row = [&db, req, outcome, value] { db.record(req.id, req.n, outcome, value); };
-  co_await procpool::to_thread_on(db_thread.get_executor(), write_row);  // write the database off the loop
-  const std::string line =
-      "request " + std::to_string(req.id) + " " + outcome + " value=" + std::to_string(value) + "\n";
+  co_await procpool::to_thread_on(db_thread.get_executor(),
+                                  write_row);  // write the database off the loop
+  const std::string line = "request " + std::to_string(req.id) + " " + outcome +
+                           " value=" + std::to_string(value) + "\n";
   co_await asio::async_write(notify, asio::buffer(line), asio::use_awaitable);  // notify
 }
 // [pipeline]
 
 auto serve(request_channel& requests, int expected, procpool::process_pool& pool,
-           asio::thread_pool& db_thread, database& db, tcp::socket& notify) -> asio::awaitable<void> {
+           asio::thread_pool& db_thread, database& db, tcp::socket& notify)
+    -> asio::awaitable<void> {
   auto ex = co_await asio::this_coro::executor;
   int finished = 0;
   auto all_done = std::make_shared<request_channel>(ex, expected);
@@ -184,19 +191,22 @@ int main(int argc, char** argv) {
             io,
             [&]() -> asio::awaitable<void> {
               for (int i = 0; i < n_requests; ++i) {
-                co_await requests.async_send({}, request{i, static_cast<std::uint32_t>(i == 3 ? 13 : 20'000 + 5'000 * i)},
-                                             asio::use_awaitable);
+                co_await requests.async_send(
+                    {}, request{i, static_cast<std::uint32_t>(i == 3 ? 13 : 20'000 + 5'000 * i)},
+                    asio::use_awaitable);
               }
             },
             asio::detached);
         co_await serve(requests, n_requests, pool, db_thread, db, notify);
-        const int ok = co_await procpool::to_thread_on(db_thread.get_executor(), [&] { return db.count("succeeded"); });
-        const int failed = co_await procpool::to_thread_on(db_thread.get_executor(), [&] { return db.count("failed"); });
+        const int ok = co_await procpool::to_thread_on(db_thread.get_executor(),
+                                                       [&] { return db.count("succeeded"); });
+        const int failed = co_await procpool::to_thread_on(db_thread.get_executor(),
+                                                           [&] { return db.count("failed"); });
         co_await pool.shutdown(procpool::shutdown_mode::graceful);
         notify.shutdown(tcp::socket::shutdown_send);
         co_await receiver_done.async_receive(asio::use_awaitable);  // the last lines have arrived
-        std::printf("summary: %d succeeded, %d failed, %d notifications (database: %s)\n", ok, failed,
-                    notifications, path.c_str());
+        std::printf("summary: %d succeeded, %d failed, %d notifications (database: %s)\n", ok,
+                    failed, notifications, path.c_str());
         acceptor.close();
       },
       [](std::exception_ptr e) {

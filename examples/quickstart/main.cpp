@@ -6,7 +6,8 @@
 //       with ProcessPoolExecutor() as pool:
 //           result = await loop.run_in_executor(pool, cpu_heavy, 123)
 //           try:
-//               result = await asyncio.wait_for(loop.run_in_executor(pool, cpu_heavy, 123), timeout=5.0)
+//               result = await asyncio.wait_for(loop.run_in_executor(pool, cpu_heavy, 123),
+//               timeout=5.0)
 //           except asyncio.TimeoutError:
 //               print("timed out")
 //           except ValueError as e:

@@ -1,18 +1,19 @@
 // procpool - the errors a pool reports, each saying what the caller should do about it.
 #pragma once
 
+#include <sys/types.h>
 #include <stdexcept>
 #include <string>
-#include <sys/types.h>
 
 namespace procpool {
 
 /// What a caller should do when it catches a procpool::error (modelled on absl::StatusCode groups).
 enum class advice {
-  retry,                  ///< Transient: the same call may succeed if made again (after a back-off).
-  retry_if_idempotent,    ///< The task may have run partly; retry only if running it twice is harmless.
-  do_not_retry,           ///< The task itself failed; running it again gives the same answer.
-  fix_the_caller,         ///< A programming or configuration error in the calling code.
+  retry,                ///< Transient: the same call may succeed if made again (after a back-off).
+  retry_if_idempotent,  ///< The task may have run partly; retry only if running it twice is
+                        ///< harmless.
+  do_not_retry,         ///< The task itself failed; running it again gives the same answer.
+  fix_the_caller,       ///< A programming or configuration error in the calling code.
 };
 
 /// Base of every error procpool raises. Catch this to handle all pool failures in one place.
@@ -20,7 +21,8 @@ enum class advice {
 /// exceptions.hpp); those are not procpool::error.
 class error : public std::runtime_error {
  public:
-  explicit error(const std::string& what, procpool::advice a) : std::runtime_error(what), advice_(a) {}
+  explicit error(const std::string& what, procpool::advice a)
+      : std::runtime_error(what), advice_(a) {}
   /// What the caller should do about this failure.
   [[nodiscard]] auto advice() const noexcept -> procpool::advice { return advice_; }
 
@@ -48,8 +50,8 @@ class remote_error : public error {
 };
 
 /// The worker process running the task died (signal, exit, or a protocol violation that made the
-/// pool kill it). Only that task fails; the pool starts a replacement. The task may have run partly:
-/// retry only if it is idempotent.
+/// pool kill it). Only that task fails; the pool starts a replacement. The task may have run
+/// partly: retry only if it is idempotent.
 class worker_crashed : public error {
  public:
   worker_crashed(pid_t pid, int signal, int exit_code, std::string function, std::string detail);
@@ -68,8 +70,9 @@ class worker_crashed : public error {
   std::string function_, detail_;
 };
 
-/// procpool::wait_for's deadline passed (or a per-task deadline). A running task's worker was killed,
-/// so the task may have run partly: retry only if idempotent, and probably with a longer deadline.
+/// procpool::wait_for's deadline passed (or a per-task deadline). A running task's worker was
+/// killed, so the task may have run partly: retry only if idempotent, and probably with a longer
+/// deadline.
 class timeout_error : public error {
  public:
   explicit timeout_error(const std::string& what) : error(what, advice::retry_if_idempotent) {}
@@ -89,23 +92,24 @@ class pool_closed : public error {
   explicit pool_closed(const std::string& what) : error(what, advice::fix_the_caller) {}
 };
 
-/// A value could not be encoded or decoded on its way to or from a worker (for example a result that
-/// does not match the function's return type, or a frame too large). Deterministic: do not retry.
+/// A value could not be encoded or decoded on its way to or from a worker (for example a result
+/// that does not match the function's return type, or a frame too large). Deterministic: do not
+/// retry.
 class serialization_error : public error {
  public:
   explicit serialization_error(const std::string& what) : error(what, advice::do_not_retry) {}
 };
 
-/// No worker could be started: fork failed, the fork server is gone, or a worker failed its start-up
-/// check. Usually environmental (process or memory limits); alert, then retry later.
+/// No worker could be started: fork failed, the fork server is gone, or a worker failed its
+/// start-up check. Usually environmental (process or memory limits); alert, then retry later.
 class worker_start_failed : public error {
  public:
   explicit worker_start_failed(const std::string& what) : error(what, advice::retry) {}
 };
 
 /// A pool was created in a process that already runs several threads and never called
-/// procpool::init(). Forking such a process is unsafe, so procpool refuses: call procpool::init() at
-/// the top of main(), before any thread starts.
+/// procpool::init(). Forking such a process is unsafe, so procpool refuses: call procpool::init()
+/// at the top of main(), before any thread starts.
 class init_required : public error {
  public:
   explicit init_required(const std::string& what) : error(what, advice::fix_the_caller) {}

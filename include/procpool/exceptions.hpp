@@ -5,8 +5,9 @@
 // std::out_of_range, std::runtime_error, std::range_error, std::overflow_error,
 // std::underflow_error, std::system_error (with its error_code, for the generic, system, iostream
 // and future categories), std::bad_alloc; or a type registered here. The match is on the exact
-// type: a subclass of std::runtime_error that is not registered comes back as procpool::remote_error
-// (which is a std::runtime_error too), carrying its demangled type name and what().
+// type: a subclass of std::runtime_error that is not registered comes back as
+// procpool::remote_error (which is a std::runtime_error too), carrying its demangled type name and
+// what().
 #pragma once
 
 #include <exception>
@@ -29,9 +30,8 @@ auto register_exception() -> bool {
   static_assert(std::is_constructible_v<E, std::string>,
                 "procpool::register_exception<E>: E must be constructible from a std::string (its "
                 "what() text)");
-  return detail::register_exception_type(typeid(E), [](const std::string& what) {
-    return std::make_exception_ptr(E(what));
-  });
+  return detail::register_exception_type(
+      typeid(E), [](const std::string& what) { return std::make_exception_ptr(E(what)); });
 }
 
 }  // namespace procpool
@@ -40,7 +40,6 @@ auto register_exception() -> bool {
 #define PROCPOOL_DETAIL_CONCAT(a, b) PROCPOOL_DETAIL_CONCAT2(a, b)
 
 /// One line at namespace scope: `PROCPOOL_REGISTER_EXCEPTION(my::parse_error);`
-#define PROCPOOL_REGISTER_EXCEPTION(...)                                          \
-  [[maybe_unused]] static const bool PROCPOOL_DETAIL_CONCAT(procpool_registered_, \
-                                                            __COUNTER__) =        \
+#define PROCPOOL_REGISTER_EXCEPTION(...)                                                         \
+  [[maybe_unused]] static const bool PROCPOOL_DETAIL_CONCAT(procpool_registered_, __COUNTER__) = \
       ::procpool::register_exception<__VA_ARGS__>()

@@ -8,7 +8,8 @@ namespace procpool {
 
 /// Options for procpool::process_pool. Every field has a usable default.
 struct pool_options {
-  /// Number of worker processes; 0 means one per hardware thread (std::thread::hardware_concurrency).
+  /// Number of worker processes; 0 means one per hardware thread
+  /// (std::thread::hardware_concurrency).
   std::size_t workers = 0;
 
   /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it

@@ -8,10 +8,10 @@ namespace procpool {
 
 /// Counters since the pool was created, plus the current state.
 struct pool_stats {
-  std::size_t workers = 0;  ///< live worker processes (starting, idle or busy)
-  std::size_t busy = 0;     ///< workers running a task
-  std::size_t idle = 0;     ///< workers ready for a task
-  std::size_t queued = 0;   ///< tasks waiting for a worker
+  std::size_t workers = 0;      ///< live worker processes (starting, idle or busy)
+  std::size_t busy = 0;         ///< workers running a task
+  std::size_t idle = 0;         ///< workers ready for a task
+  std::size_t queued = 0;       ///< tasks waiting for a worker
   std::uint64_t completed = 0;  ///< tasks that returned a value
   std::uint64_t failed = 0;     ///< tasks that threw in the worker
   std::uint64_t crashed = 0;    ///< tasks whose worker died under them

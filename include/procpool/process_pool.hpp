@@ -65,7 +65,8 @@ struct shutdown_completer {
       work;
   void operator()() {
     auto ex = work.get_executor();
-    boost::asio::post(ex, [h = std::move(handler), w = std::move(work)]() mutable { std::move(h)(); });
+    boost::asio::post(ex,
+                      [h = std::move(handler), w = std::move(work)]() mutable { std::move(h)(); });
   }
 };
 
@@ -122,15 +123,16 @@ class process_pool {
     constexpr std::size_t n_args = sizeof...(ArgsAndToken) - 1;
     return [&]<std::size_t... I>(std::index_sequence<I...>) {
       return async_submit_request<detail::submit_result_t<F>>(
-          detail::make_task_request(f, std::forward<std::tuple_element_t<I, decltype(all)>>(
-                                           std::get<I>(all))...),
+          detail::make_task_request(
+              f, std::forward<std::tuple_element_t<I, decltype(all)>>(std::get<I>(all))...),
           std::forward<std::tuple_element_t<n_args, decltype(all)>>(std::get<n_args>(all)));
-    }(std::make_index_sequence<n_args>{});
+    }
+    (std::make_index_sequence<n_args>{});
   }
 
   /// Runs `f(args...)` in a worker process and returns an awaitable of its result: the coroutine
-  /// form of async_submit, `co_await pool.submit(cpu_heavy, 123)`. Errors are thrown at the co_await.
-  /// The arguments are encoded before submit returns.
+  /// form of async_submit, `co_await pool.submit(cpu_heavy, 123)`. Errors are thrown at the
+  /// co_await. The arguments are encoded before submit returns.
   template <class F, class... Args>
   auto submit(F f, Args&&... args) -> boost::asio::awaitable<detail::submit_result_t<F>> {
     return async_submit_request<detail::submit_result_t<F>>(
@@ -145,9 +147,11 @@ class process_pool {
     return boost::asio::async_initiate<Token, void()>(
         [core = core_, ex = executor_, mode](auto handler) {
           using handler_t = decltype(handler);
-          auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
-          detail::shutdown(*core, mode,
-                           detail::shutdown_completer<handler_t>{std::move(handler), std::move(work)});
+          auto work =
+              boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
+          detail::shutdown(
+              *core, mode,
+              detail::shutdown_completer<handler_t>{std::move(handler), std::move(work)});
         },
         token);
   }
@@ -170,14 +174,17 @@ class process_pool {
         [core = core_, ex = executor_](auto handler, detail::task_request req) {
           using handler_t = decltype(handler);
           auto slot = boost::asio::get_associated_cancellation_slot(handler);
-          auto work = boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
+          auto work =
+              boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
           // Ids are allocated by the core; reserve one first so a cancellation handler can name the
-          // task before it is queued (both run on the caller's executor, so neither can interleave).
+          // task before it is queued (both run on the caller's executor, so neither can
+          // interleave).
           std::weak_ptr<detail::pool_core> weak = core;
           auto cancel_target = std::make_shared<std::uint64_t>(0);
           if (slot.is_connected()) {
             slot.assign([weak, cancel_target](boost::asio::cancellation_type type) {
-              if (auto c = weak.lock(); c && *cancel_target != 0) detail::cancel(*c, *cancel_target, type);
+              if (auto c = weak.lock(); c && *cancel_target != 0)
+                detail::cancel(*c, *cancel_target, type);
             });
           }
           *cancel_target = detail::submit(

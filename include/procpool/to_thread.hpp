@@ -36,41 +36,45 @@ auto async_to_thread(const Executor& threads, Token&& token, F f, Args... args) 
       [threads](auto handler, call c) {
         auto work = boost::asio::make_work_guard(
             boost::asio::get_associated_executor(handler, boost::asio::system_executor()));
-        boost::asio::post(threads, [h = std::move(handler), w = std::move(work), c = std::move(c)]() mutable {
-          std::exception_ptr ep;
-          if constexpr (std::is_void_v<R>) {
-            try {
-              std::apply([](F& fn, Args&... a) { fn(a...); }, c);
-            } catch (...) {
-              ep = std::current_exception();
-            }
-            boost::asio::post(w.get_executor(), [h = std::move(h), ep]() mutable { std::move(h)(ep); });
-          } else {
-            R value{};
-            try {
-              value = std::apply([](F& fn, Args&... a) -> R { return fn(a...); }, c);
-            } catch (...) {
-              ep = std::current_exception();
-            }
-            boost::asio::post(w.get_executor(), [h = std::move(h), ep, v = std::move(value)]() mutable {
-              std::move(h)(ep, std::move(v));
+        boost::asio::post(
+            threads, [h = std::move(handler), w = std::move(work), c = std::move(c)]() mutable {
+              std::exception_ptr ep;
+              if constexpr (std::is_void_v<R>) {
+                try {
+                  std::apply([](F& fn, Args&... a) { fn(a...); }, c);
+                } catch (...) {
+                  ep = std::current_exception();
+                }
+                boost::asio::post(w.get_executor(),
+                                  [h = std::move(h), ep]() mutable { std::move(h)(ep); });
+              } else {
+                R value{};
+                try {
+                  value = std::apply([](F& fn, Args&... a) -> R { return fn(a...); }, c);
+                } catch (...) {
+                  ep = std::current_exception();
+                }
+                boost::asio::post(w.get_executor(),
+                                  [h = std::move(h), ep, v = std::move(value)]() mutable {
+                                    std::move(h)(ep, std::move(v));
+                                  });
+              }
             });
-          }
-        });
       },
       token, call(std::move(f), std::move(args)...));
 }
 
 /// `co_await procpool::to_thread(blocking_read, path)`: runs on default_thread_pool().
 template <class F, class... Args>
-auto to_thread(F f, Args... args) -> boost::asio::awaitable<std::decay_t<std::invoke_result_t<F&, Args&...>>> {
-  return async_to_thread(default_thread_pool().get_executor(), boost::asio::use_awaitable, std::move(f),
-                         std::move(args)...);
+auto to_thread(F f, Args... args)
+    -> boost::asio::awaitable<std::decay_t<std::invoke_result_t<F&, Args&...>>> {
+  return async_to_thread(default_thread_pool().get_executor(), boost::asio::use_awaitable,
+                         std::move(f), std::move(args)...);
 }
 
 /// Same, on a thread pool (or any executor) of your choosing.
 template <class Executor, class F, class... Args>
-  requires boost::asio::execution::executor<Executor>
+requires boost::asio::execution::executor<Executor>
 auto to_thread_on(const Executor& threads, F f, Args... args)
     -> boost::asio::awaitable<std::decay_t<std::invoke_result_t<F&, Args&...>>> {
   return async_to_thread(threads, boost::asio::use_awaitable, std::move(f), std::move(args)...);

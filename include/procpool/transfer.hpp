@@ -9,8 +9,8 @@
 //
 //     template <class Archive> void serialize(Archive& ar) { ar(field_a, field_b); }
 //
-// (or a non-member serialize/save/load found by ADL). procpool::transferable<T> tells whether a type
-// qualifies; submitting a function whose parameter or result does not is a compile-time error.
+// (or a non-member serialize/save/load found by ADL). procpool::transferable<T> tells whether a
+// type qualifies; submitting a function whose parameter or result does not is a compile-time error.
 #pragma once
 
 #include <cereal/archives/binary.hpp>
@@ -77,8 +77,9 @@ inline constexpr bool has_member_serialization_v =
 /// A class sent as its object representation: trivially copyable, not a standard type cereal knows,
 /// and without its own member serialization.
 template <class T>
-concept plain_bytes = std::is_trivially_copyable_v<T> && std::is_class_v<T> &&
-                      !is_cereal_std_type_v<T> && !has_member_serialization_v<T>;
+concept plain_bytes =
+    std::is_trivially_copyable_v<T> && std::is_class_v<T> && !is_cereal_std_type_v<T> &&
+    !has_member_serialization_v<T>;
 
 }  // namespace procpool::detail
 
@@ -110,8 +111,7 @@ namespace procpool {
 
 /// True for types that can be a task's argument or result (see the top of this header).
 template <class T>
-concept transferable =
-    std::is_void_v<T> ||
+concept transferable = std::is_void_v<T> ||
     (!std::is_pointer_v<std::decay_t<T>> && std::is_default_constructible_v<std::decay_t<T>> &&
      cereal::traits::is_output_serializable<std::decay_t<T>, cereal::BinaryOutputArchive>::value &&
      cereal::traits::is_input_serializable<std::decay_t<T>, cereal::BinaryInputArchive>::value);

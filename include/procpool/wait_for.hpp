@@ -19,19 +19,21 @@ namespace procpool {
 /// Awaits `op` for at most `timeout`. If `op` finishes first, returns its value or rethrows its
 /// exception at once. If the deadline passes first, `op` receives terminal cancellation (for a
 /// process_pool task: its worker is killed), and once it has stopped, procpool::timeout_error is
-/// thrown. `op` must honour cancellation for the timeout to be prompt; every procpool operation does.
+/// thrown. `op` must honour cancellation for the timeout to be prompt; every procpool operation
+/// does.
 ///
-/// Built on a parallel group with wait_for_one, not on awaitable_operators `||`, which on Boost 1.81
-/// can report the timer as the winner and drop the task's exception.
+/// Built on a parallel group with wait_for_one, not on awaitable_operators `||`, which on
+/// Boost 1.81 can report the timer as the winner and drop the task's exception.
 template <class T, class Rep, class Period>
 auto wait_for(boost::asio::awaitable<T> op, std::chrono::duration<Rep, Period> timeout)
     -> boost::asio::awaitable<T> {
   namespace asio = boost::asio;
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer timer(ex, timeout);
-  auto results = co_await asio::experimental::make_parallel_group(
-                     asio::co_spawn(ex, std::move(op), asio::deferred), timer.async_wait(asio::deferred))
-                     .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  auto results =
+      co_await asio::experimental::make_parallel_group(
+          asio::co_spawn(ex, std::move(op), asio::deferred), timer.async_wait(asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
   const auto& order = std::get<0>(results);
   if (order[0] == 1) {
     throw timeout_error(

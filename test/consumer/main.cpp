@@ -6,7 +6,9 @@
 #include <boost/asio/io_context.hpp>
 #include <cstdio>
 
-static auto square(int x) -> int { return x * x; }
+static auto square(int x) -> int {
+  return x * x;
+}
 
 int main() {
   procpool::init();

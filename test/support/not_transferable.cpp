@@ -3,7 +3,9 @@
 
 #include "procpool/process_pool.hpp"
 
-static auto length(const char* text) -> int { return text[0]; }
+static auto length(const char* text) -> int {
+  return text[0];
+}
 
 int main() {
   boost::asio::io_context io;

@@ -37,7 +37,9 @@ auto get(std::future<T>&& f) -> T {
 }
 
 /// True once `pid` no longer exists (reaped by its parent): the process and its CPU are gone.
-inline auto process_gone(int pid) -> bool { return ::kill(pid, 0) == -1 && errno == ESRCH; }
+inline auto process_gone(int pid) -> bool {
+  return ::kill(pid, 0) == -1 && errno == ESRCH;
+}
 
 class PoolTest : public ::testing::Test {
  protected:

@@ -10,11 +10,17 @@
 
 namespace procpool::test {
 
-inline auto square(int x) -> int { return x * x; }
+inline auto square(int x) -> int {
+  return x * x;
+}
 
-inline auto add(long a, long b) -> long { return a + b; }
+inline auto add(long a, long b) -> long {
+  return a + b;
+}
 
-inline auto my_pid() -> int { return static_cast<int>(::getpid()); }
+inline auto my_pid() -> int {
+  return static_cast<int>(::getpid());
+}
 
 /// Busy for a while, then answers: a task that is certainly still running when its sibling crashes.
 inline auto busy_sum(int n) -> long {
@@ -34,8 +40,12 @@ inline auto crash_segv(int) -> int {
   return 0;
 }
 
-inline auto crash_abort(int) -> int { std::abort(); }
+inline auto crash_abort(int) -> int {
+  std::abort();
+}
 
-inline auto crash_exit(int code) -> int { ::_exit(code); }
+inline auto crash_exit(int code) -> int {
+  ::_exit(code);
+}
 
 }  // namespace procpool::test

@@ -43,7 +43,9 @@ class span_source : public std::streambuf {
     auto* p = const_cast<char*>(reinterpret_cast<const char*>(in.data()));
     setg(p, p, p + in.size());
   }
-  [[nodiscard]] auto remaining() const -> std::size_t { return static_cast<std::size_t>(egptr() - gptr()); }
+  [[nodiscard]] auto remaining() const -> std::size_t {
+    return static_cast<std::size_t>(egptr() - gptr());
+  }
 };
 
 /// Appends the cereal encoding of each value to `out`.

@@ -17,7 +17,8 @@
 namespace procpool::detail {
 
 /// Runs in the worker: decodes the arguments, calls the function, encodes its result into `out`.
-using thunk_fn = void (*)(std::uintptr_t function, std::span<const std::byte> args, byte_buffer& out);
+using thunk_fn = void (*)(std::uintptr_t function, std::span<const std::byte> args,
+                          byte_buffer& out);
 
 template <class F>
 inline constexpr bool dependent_false_v = false;
@@ -54,10 +55,11 @@ auto as_function_pointer(F f) {
   } else if constexpr (requires { +f; } && std::is_pointer_v<decltype(+f)>) {
     return +f;
   } else {
-    static_assert(dependent_false_v<F>,
-                  "procpool: a task must be a function or a captureless lambda with explicit parameter "
-                  "types. Lambdas with captures (and generic lambdas) cannot be named in a worker "
-                  "process: pass the captured values as arguments instead.");
+    static_assert(
+        dependent_false_v<F>,
+        "procpool: a task must be a function or a captureless lambda with explicit parameter "
+        "types. Lambdas with captures (and generic lambdas) cannot be named in a worker "
+        "process: pass the captured values as arguments instead.");
   }
 }
 
@@ -70,11 +72,12 @@ using submit_result_t = typename function_traits<pointer_of_t<F>>::result_type;
 
 template <class T>
 inline constexpr bool check_transferable() {
-  static_assert(transferable<T>,
-                "procpool: this argument or result type cannot cross the process boundary. Use "
-                "arithmetic, trivially copyable, std::string/vector/map/optional/tuple... types, or give "
-                "your type a cereal serialize(Archive&) member (see procpool/transfer.hpp). Raw "
-                "pointers are never transferable.");
+  static_assert(
+      transferable<T>,
+      "procpool: this argument or result type cannot cross the process boundary. Use "
+      "arithmetic, trivially copyable, std::string/vector/map/optional/tuple... types, or give "
+      "your type a cereal serialize(Archive&) member (see procpool/transfer.hpp). Raw "
+      "pointers are never transferable.");
   return true;
 }
 
@@ -85,7 +88,8 @@ struct all_transferable<std::tuple<T...>> {
   static constexpr bool value = (check_transferable<T>() && ...);
 };
 
-/// An encoded task: its frame (header included, filled in at dispatch) and how to name it in errors.
+/// An encoded task: its frame (header included, filled in at dispatch) and how to name it in
+/// errors.
 struct task_request {
   byte_buffer frame;
   std::uintptr_t function = 0;
@@ -100,7 +104,8 @@ auto make_task_request(F f, Args&&... args) -> task_request {
   using stored = typename traits::stored_args;
   static_assert(std::tuple_size_v<stored> == sizeof...(Args),
                 "procpool: wrong number of arguments for the submitted function");
-  static_assert(all_transferable<stored>::value && check_transferable<typename traits::result_type>());
+  static_assert(all_transferable<stored>::value &&
+                check_transferable<typename traits::result_type>());
   auto fn = as_function_pointer(f);
   task_request req;
   req.function = reinterpret_cast<std::uintptr_t>(fn);

@@ -16,8 +16,10 @@ class unique_function<R(Args...)> {
  public:
   unique_function() = default;
   template <class F>
-    requires(!std::is_same_v<std::decay_t<F>, unique_function> && std::is_invocable_r_v<R, F&&, Args...>)
-  unique_function(F&& f)  // NOLINT(google-explicit-constructor): a function wrapper converts implicitly
+  requires(!std::is_same_v<std::decay_t<F>, unique_function> &&
+           std::is_invocable_r_v<R, F&&, Args...>)
+      unique_function(
+          F&& f)  // NOLINT(google-explicit-constructor): a function wrapper converts implicitly
       : callable_(std::make_unique<holder<std::decay_t<F>>>(std::forward<F>(f))) {}
 
   explicit operator bool() const noexcept { return callable_ != nullptr; }
