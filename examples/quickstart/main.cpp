@@ -9,7 +9,7 @@
 //               result = await asyncio.wait_for(loop.run_in_executor(pool, cpu_heavy, 123),
 //               timeout=5.0)
 //           except asyncio.TimeoutError:
-//               print("timed out")
+//               print("computation timed out")
 //           except ValueError as e:
 //               print("the worker raised ValueError:", e)
 #include <procpool/procpool.hpp>
@@ -17,7 +17,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
-#include <cstdint>
 #include <cstdio>
 #include <stdexcept>
 
@@ -26,45 +25,44 @@ using namespace std::chrono_literals;
 
 // [cpu_heavy]
 // x^(3*10^7) mod (2^31 - 1), the slow way: CPU-bound, and it rejects bad input with an exception.
-auto cpu_heavy(std::uint64_t x) -> std::uint64_t {
-  if (x == 0) throw std::invalid_argument("x must be positive");
-  constexpr std::uint64_t m = (std::uint64_t{1} << 31) - 1;
-  std::uint64_t r = 1;
+auto cpu_heavy(long long x) -> long long {
+  if (x <= 0) throw std::invalid_argument("x must be positive");
+  constexpr long long m = (1LL << 31) - 1;
+  long long r = 1;
   for (int i = 0; i < 30'000'000; ++i) r = r * (x % m) % m;
   return r;
 }
 // [cpu_heavy]
 
-auto run(procpool::process_pool& pool) -> asio::awaitable<void> {
-  // [submit]
-  std::uint64_t r = co_await pool.submit(cpu_heavy, 123);
-  std::printf("cpu_heavy(123) = %llu\n", static_cast<unsigned long long>(r));
-  // [submit]
-
-  // [wait_for]
-  struct attempt {
-    std::uint64_t x;
-    std::chrono::milliseconds deadline;
-  };
-  for (attempt a : {attempt{123, 5000ms}, attempt{123, 1ms}, attempt{0, 5000ms}}) {
-    try {
-      r = co_await procpool::wait_for(pool.submit(cpu_heavy, a.x), a.deadline);
-      std::printf("cpu_heavy(%llu) = %llu\n", static_cast<unsigned long long>(a.x),
-                  static_cast<unsigned long long>(r));
-    } catch (const procpool::timeout_error&) {
-      std::printf("cpu_heavy(%llu) timed out after %lld ms; its worker was killed\n",
-                  static_cast<unsigned long long>(a.x), static_cast<long long>(a.deadline.count()));
-    } catch (const std::invalid_argument& e) {
-      std::printf("the worker raised std::invalid_argument: %s\n", e.what());
-    }
+// [wait_for]
+auto compute_bounded(procpool::process_pool& pool, long long x, std::chrono::milliseconds timeout)
+    -> asio::awaitable<void> {
+  try {
+    long long result = co_await procpool::wait_for(pool.submit(cpu_heavy, x), timeout);
+    std::printf("cpu_heavy(%lld) = %lld\n", x, result);
+  } catch (const procpool::timeout_error&) {
+    std::printf("cpu_heavy(%lld): computation timed out; its worker was killed\n", x);
+  } catch (const std::invalid_argument& e) {
+    std::printf("cpu_heavy(%lld): the worker raised std::invalid_argument: %s\n", x, e.what());
   }
-  // [wait_for]
-  co_await pool.shutdown(procpool::shutdown_mode::graceful);  // the end of Python's `with` block
+}
+// [wait_for]
+
+// [main]
+auto run(procpool::process_pool& pool) -> asio::awaitable<void> {
+  long long result = co_await pool.submit(cpu_heavy, 123);
+  std::printf("cpu_heavy(123) = %lld\n", result);
+
+  co_await compute_bounded(pool, 123, 5s);   // finishes in time
+  co_await compute_bounded(pool, 123, 1ms);  // too slow: timeout_error, worker killed
+  co_await compute_bounded(pool, -1, 5s);    // std::invalid_argument thrown in the worker
+
+  co_await pool.shutdown(procpool::shutdown_mode::graceful);  // leaving Python's `with` block
   std::puts("done");
 }
 
 int main() {
-  procpool::init();  // before any thread starts: workers are forked from a single-threaded server
+  procpool::init();  // first thing: workers fork from a server started while single-threaded
   asio::io_context io;
   procpool::process_pool pool{io.get_executor(), {.workers = 4}};
   asio::co_spawn(io, run(pool), [](std::exception_ptr e) {
@@ -72,3 +70,4 @@ int main() {
   });
   io.run();
 }
+// [main]
