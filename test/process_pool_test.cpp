@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <csignal>
 #include <numeric>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,11 @@ struct crash_case {
   int signal;
   int exit_code;
 };
+
+// GoogleTest prints a parameter in failure messages and test names' comments.
+void PrintTo(const crash_case& c, std::ostream* os) {
+  *os << c.name << "(" << c.arg << ")";
+}
 
 class PoolCrash : public PoolTest, public ::testing::WithParamInterface<crash_case> {};
 

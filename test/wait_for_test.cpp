@@ -40,6 +40,7 @@ TEST_F(WaitFor, RethrowsTheTasksExceptionAtOnceNotAtTheDeadline) {
 TEST_F(WaitFor, ThrowsTimeoutErrorAndKillsTheRunningWorker) {
   process_pool pool{io_.get_executor(), {.workers = 1}};
   const int pid = get(pool.async_submit(my_pid, asio::use_future));  // the worker is up and idle
+  const auto start = std::chrono::steady_clock::now();
   try {
     run([&]() -> asio::awaitable<int> {
       co_return co_await wait_for(pool.submit(spin_forever, 0), 200ms);
@@ -48,6 +49,8 @@ TEST_F(WaitFor, ThrowsTimeoutErrorAndKillsTheRunningWorker) {
   } catch (const timeout_error& e) {
     EXPECT_EQ(e.advice(), advice::retry_if_idempotent);
   }
+  // Hang guard, not a measurement: the spinning task never ends, so only the kill ends the wait.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 30s);
   EXPECT_TRUE(process_gone(pid)) << "the timed-out worker still runs";
   EXPECT_EQ(get(pool.async_submit(square, 3, asio::use_future)), 9);  // a replacement serves
 }
