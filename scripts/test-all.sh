@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds and runs the whole test suite: formatting, then the dev preset (strict warnings) and the
-# asan preset (AddressSanitizer + UndefinedBehaviorSanitizer). Each preset also builds and runs
-# the examples and the find_package consumer project.
+# Builds and runs the whole test suite: formatting, then the dev preset (strict warnings), the asan
+# preset (AddressSanitizer + UndefinedBehaviorSanitizer) and the tsan preset (ThreadSanitizer).
+# Each preset also builds and runs the examples, the README snippet check and the find_package
+# consumer project.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/check-format.sh
-cmake --workflow --preset dev
-cmake --workflow --preset asan
+for preset in dev asan tsan; do
+  echo "=== preset ${preset} ==="
+  cmake --workflow --preset "${preset}"
+done

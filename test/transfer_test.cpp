@@ -116,5 +116,21 @@ TEST_F(Transfer, OversizedArgumentsAreRefusedWithSerializationError) {
   EXPECT_EQ(get(pool.async_submit(greet, "ok", asio::use_future)), "hello, ok");
 }
 
+auto long_text(int n) -> std::string {
+  return std::string(static_cast<std::size_t>(n), 'r');
+}
+
+TEST_F(Transfer, AnOversizedResultIsTreatedAsThatWorkersFault) {
+  process_pool pool{io_.get_executor(), {.workers = 1, .max_message_bytes = 1024}};
+  try {
+    get(pool.async_submit(long_text, 4096, asio::use_future));
+    FAIL() << "expected worker_crashed";
+  } catch (const worker_crashed& e) {
+    EXPECT_NE(e.detail().find("max_message_bytes"), std::string::npos) << e.what();
+    EXPECT_TRUE(process_gone(e.pid()));
+  }
+  EXPECT_EQ(get(pool.async_submit(long_text, 10, asio::use_future)), "rrrrrrrrrr");
+}
+
 }  // namespace
 }  // namespace procpool::test

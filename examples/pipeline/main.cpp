@@ -127,18 +127,19 @@ auto handle(request req, procpool::process_pool& pool, asio::thread_pool& db_thr
   std::string outcome = "succeeded";
   std::int64_t value = -1;
   try {
-    value =
-        co_await procpool::wait_for(pool.submit(count_primes, req.n), 10s);  // compute in the pool
+    // Compute in the process pool; a crash fails only this request.
+    value = co_await procpool::wait_for(pool.submit(count_primes, req.n), 10s);
   } catch (const procpool::worker_crashed& e) {
     outcome = "failed";
     std::printf("  request %d failed: %s\n", req.id, e.what());
   }
+  // Write the database on its own thread, off the event loop.
   auto write_row = [&db, req, outcome, value] { db.record(req.id, req.n, outcome, value); };
-  co_await procpool::to_thread_on(db_thread.get_executor(),
-                                  write_row);  // write the database off the loop
+  co_await procpool::to_thread_on(db_thread.get_executor(), write_row);
+  // Notify.
   const std::string line = "request " + std::to_string(req.id) + " " + outcome +
                            " value=" + std::to_string(value) + "\n";
-  co_await asio::async_write(notify, asio::buffer(line), asio::use_awaitable);  // notify
+  co_await asio::async_write(notify, asio::buffer(line), asio::use_awaitable);
 }
 // [pipeline]
 

@@ -104,6 +104,9 @@ auto make_task_request(F f, Args&&... args) -> task_request {
   using stored = typename traits::stored_args;
   static_assert(std::tuple_size_v<stored> == sizeof...(Args),
                 "procpool: wrong number of arguments for the submitted function");
+  static_assert(std::is_constructible_v<stored, Args&&...>,
+                "procpool: the arguments cannot be converted to the submitted function's parameter "
+                "types");
   static_assert(all_transferable<stored>::value &&
                 check_transferable<typename traits::result_type>());
   auto fn = as_function_pointer(f);
