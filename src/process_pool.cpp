@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
@@ -80,27 +81,31 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     for (std::size_t i = 0; i < target_; ++i) spawn_worker();
   }
 
-  auto submit(task_request request, task_completion done) -> std::uint64_t {
+  auto reserve_task_id() -> std::uint64_t {
+    return next_task_id_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void submit(std::uint64_t id, task_request request, task_completion done) {
     std::lock_guard lock(mutex_);
     auto t = std::make_shared<task>();
-    t->id = next_task_id_++;
+    t->id = id;
     t->request = std::move(request);
     t->done = std::move(done);
     if (closing_) {
       finish(*t,
              std::make_exception_ptr(pool_closed("procpool: submit after the pool was shut down")));
-      return t->id;
+      return;
     }
     if (!zygote_error_.empty()) {
       finish(*t, std::make_exception_ptr(worker_start_failed(zygote_error_)));
-      return t->id;
+      return;
     }
     if (t->request.frame.size() - sizeof(frame_header) > options_.max_message_bytes) {
       finish(*t, std::make_exception_ptr(
                      serialization_error("procpool: the task's arguments encode to " +
                                          std::to_string(t->request.frame.size()) +
                                          " bytes, more than pool_options::max_message_bytes")));
-      return t->id;
+      return;
     }
     tasks_[t->id] = t;
     queue_.push_back(t);
@@ -110,7 +115,6 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       replenish();
     }
     dispatch();
-    return t->id;
   }
 
   void cancel(std::uint64_t id, asio::cancellation_type type) {
@@ -598,7 +602,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
   std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
   std::deque<std::shared_ptr<task>> queue_;
-  std::uint64_t next_task_id_ = 1;
+  std::atomic<std::uint64_t> next_task_id_{1};
   std::uint64_t next_spawn_id_ = 1;
   bool closing_ = false;
   bool destroyed_ = false;
@@ -616,8 +620,12 @@ auto make_pool_core(asio::any_io_executor ex, const pool_options& options)
   return core;
 }
 
-auto submit(pool_core& core, task_request request, task_completion done) -> std::uint64_t {
-  return core.submit(std::move(request), std::move(done));
+auto reserve_task_id(pool_core& core) -> std::uint64_t {
+  return core.reserve_task_id();
+}
+
+void submit(pool_core& core, std::uint64_t id, task_request request, task_completion done) {
+  core.submit(id, std::move(request), std::move(done));
 }
 
 void cancel(pool_core& core, std::uint64_t task_id, asio::cancellation_type type) {

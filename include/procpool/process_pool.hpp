@@ -176,19 +176,17 @@ class process_pool {
           auto slot = boost::asio::get_associated_cancellation_slot(handler);
           auto work =
               boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
-          // Ids are allocated by the core; reserve one first so a cancellation handler can name the
-          // task before it is queued (both run on the caller's executor, so neither can
-          // interleave).
-          std::weak_ptr<detail::pool_core> weak = core;
-          auto cancel_target = std::make_shared<std::uint64_t>(0);
+          // The id is reserved before the task is queued, so that the cancellation handler is in
+          // place before the task can complete (and clear the slot) on another thread.
+          const std::uint64_t id = detail::reserve_task_id(*core);
           if (slot.is_connected()) {
-            slot.assign([weak, cancel_target](boost::asio::cancellation_type type) {
-              if (auto c = weak.lock(); c && *cancel_target != 0)
-                detail::cancel(*c, *cancel_target, type);
+            slot.assign([weak = std::weak_ptr<detail::pool_core>(core),
+                         id](boost::asio::cancellation_type type) {
+              if (auto c = weak.lock()) detail::cancel(*c, id, type);
             });
           }
-          *cancel_target = detail::submit(
-              *core, std::move(req),
+          detail::submit(
+              *core, id, std::move(req),
               detail::submit_completer<R, handler_t>{std::move(handler), std::move(work)});
         },
         token, std::move(request));

@@ -26,8 +26,12 @@ class pool_core;
 auto make_pool_core(boost::asio::any_io_executor ex, const pool_options& options)
     -> std::shared_ptr<pool_core>;
 
-/// Queues a task; returns its id (for cancel). Never calls `done` inline.
-auto submit(pool_core& core, task_request request, task_completion done) -> std::uint64_t;
+/// A fresh task id, for a cancellation handler installed before the task is submitted.
+auto reserve_task_id(pool_core& core) -> std::uint64_t;
+
+/// Queues task `id`. `done` is called exactly once; it may be called before submit returns, so it
+/// must only hand the outcome on (the public layer posts it).
+void submit(pool_core& core, std::uint64_t id, task_request request, task_completion done);
 
 /// Applies a cancellation request to a task, if it is still pending.
 void cancel(pool_core& core, std::uint64_t task_id, boost::asio::cancellation_type type);
