@@ -17,7 +17,7 @@ auto describe_remote(const std::string& type, const std::string& message,
 }
 
 auto describe_crash(pid_t pid, int sig, int code, const std::string& function,
-                    const std::string& detail) -> std::string {
+                    const std::string& detail, const std::string& tail) -> std::string {
   std::string s = "worker pid " + std::to_string(pid);
   if (sig != 0) {
     const char* name = sigabbrev_np(sig);
@@ -28,6 +28,15 @@ auto describe_crash(pid_t pid, int sig, int code, const std::string& function,
   }
   s += " while running " + function;
   if (!detail.empty()) s += ": " + detail;
+  if (!tail.empty()) {
+    // The last few lines are usually the explanation (an assertion, a sanitizer report's summary).
+    constexpr int shown = 10;
+    std::size_t start = tail.size() - 1;  // skip the final newline
+    int lines = 0;
+    while (start > 0 && !(tail[start - 1] == '\n' && ++lines == shown)) --start;
+    s += "; last output:\n" + tail.substr(start);
+    if (s.back() == '\n') s.pop_back();
+  }
   return s;
 }
 
@@ -42,12 +51,14 @@ remote_error::remote_error(std::string type_name, std::string message, std::stri
       pid_(pid) {}
 
 worker_crashed::worker_crashed(pid_t pid, int sig, int exit_code, std::string function,
-                               std::string detail)
-    : error(describe_crash(pid, sig, exit_code, function, detail), advice::retry_if_idempotent),
+                               std::string detail, std::string output_tail)
+    : error(describe_crash(pid, sig, exit_code, function, detail, output_tail),
+            advice::retry_if_idempotent),
       pid_(pid),
       signal_(sig),
       exit_code_(exit_code),
       function_(std::move(function)),
-      detail_(std::move(detail)) {}
+      detail_(std::move(detail)),
+      output_tail_(std::move(output_tail)) {}
 
 }  // namespace procpool

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <typeinfo>
 
@@ -28,7 +29,7 @@ auto thread_count() -> std::size_t;
 
 /// Messages a pool sends on its fork-server connection (SOCK_SEQPACKET).
 struct zygote_request {
-  std::uint32_t kind = 1;  // 1 = spawn; the worker's channel fd rides along (SCM_RIGHTS)
+  std::uint32_t kind = 1;  // 1 = spawn; the worker's channel, stdout and stderr fds ride along
   std::uint32_t reserved = 0;
   std::uint64_t spawn_id = 0;
 };
@@ -51,11 +52,13 @@ void start_zygote();
 /// safe; throws init_required when it is not, worker_start_failed when the server is gone.
 auto connect_zygote() -> unique_fd;
 
-/// sendmsg of one message with an optional fd attached; returns false on failure (errno set).
-auto send_message(int sock, const void* data, std::size_t size, int fd_to_pass) -> bool;
+/// sendmsg of one message with `fds` attached (SCM_RIGHTS); false on failure (errno set).
+auto send_message(int sock, const void* data, std::size_t size, std::span<const int> fds = {})
+    -> bool;
 
-/// recvmsg of one message; an attached fd is stored in *received_fd (else -1). Returns the byte
-/// count, 0 at end of stream, -1 on error (errno set).
-auto receive_message(int sock, void* data, std::size_t size, int* received_fd, bool wait) -> long;
+/// recvmsg of one message. Attached descriptors fill `fds` in order (the rest are set to -1);
+/// descriptors beyond fds.size() are closed, never leaked. Returns the byte count, 0 at end of
+/// stream, -1 on error (errno set; EAGAIN when nothing is queued).
+auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds) -> long;
 
 }  // namespace procpool::detail

@@ -1,5 +1,6 @@
 // procpool - the pool: queue, dispatch, results, worker deaths, cancellation and shutdown.
 // See docs/design.md, "The life of one task".
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
@@ -38,14 +40,23 @@ struct task {
   task_request request;
   task_completion done;
   bool running = false;
+  std::string name;  // the function's readable name, computed on first use
   // Set when the pool has decided how a running task ends (cancelled, pool closed) and is waiting
   // for its worker's death to deliver it.
   std::exception_ptr ending;
 };
 
+// One of a worker's output streams: a pipe whose read end the pool watches.
+struct output_pipe {
+  explicit output_pipe(const asio::any_io_executor& ex) : pipe(ex) {}
+  asio::posix::stream_descriptor pipe;
+  std::string partial;  // text after the last newline
+};
+
 struct worker {
-  explicit worker(const asio::any_io_executor& ex) : channel(ex) {}
+  explicit worker(const asio::any_io_executor& ex) : channel(ex), out(ex), err(ex) {}
   std::uint64_t spawn_id = 0;
+  std::size_t slot = 0;
   pid_t pid = 0;
   unique_fd pidfd;
   asio::local::stream_protocol::socket channel;
@@ -57,11 +68,25 @@ struct worker {
   frame_header rx_header;
   byte_buffer rx_payload;
   std::string kill_reason;  // why the pool killed it, for the error its task gets
+  output_pipe out, err;
+  std::deque<std::string> tail;  // its last output lines, for worker_crashed
 
   [[nodiscard]] auto ready() const -> bool { return spawned && greeted && !retiring && !current; }
 };
 
 constexpr unsigned max_consecutive_start_failures = 5;
+
+// A line longer than this is passed on in pieces, so a worker cannot make the pool buffer without
+// bound by never writing a newline.
+constexpr std::size_t max_line_bytes = 64 * 1024;
+
+struct pending_line {
+  std::size_t worker;
+  int pid;
+  output_stream stream;
+  std::string function;
+  std::string text;
+};
 
 }  // namespace
 
@@ -71,6 +96,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       : ex_(std::move(ex)), options_(options), zygote_(ex_) {
     target_ = options_.workers != 0 ? options_.workers
                                     : std::max(1U, std::thread::hardware_concurrency());
+    slots_.assign(target_, false);
   }
 
   void start() {
@@ -193,7 +219,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       for (;;) {
         zygote_event e;
         int passed = -1;
-        const long n = receive_message(fd, &e, sizeof e, &passed, false);
+        const long n = receive_message(fd, &e, sizeof e, std::span<int>(&passed, 1));
         if (passed >= 0) ::close(passed);
         if (n == 0 || (n < 0 && errno != EAGAIN)) break;
         if (n > 0) continue;
@@ -217,6 +243,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
     tasks_.clear();
     check_shutdown_done();
+    lock.unlock();
+    flush_output();
   }
 
   auto stats() const -> pool_stats {
@@ -258,8 +286,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return nullptr;
   }
 
-  auto name_of(const task& t) const -> std::string {
-    return function_name(t.request.function, t.request.callable_type);
+  auto name_of(task& t) const -> const std::string& {
+    if (t.name.empty()) t.name = function_name(t.request.function, t.request.callable_type);
+    return t.name;
   }
 
   // Fails queued tasks with pool_closed, and marks running tasks to end that way once `signal`
@@ -281,25 +310,150 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   void spawn_worker() {
-    int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    int channel[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
       start_failed(std::string("procpool: socketpair: ") + std::strerror(errno));
       return;
     }
-    unique_fd theirs(sv[1]);
+    unique_fd ours(channel[0]), theirs(channel[1]);
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) {
+      start_failed(std::string("procpool: pipe: ") + std::strerror(errno));
+      return;
+    }
+    unique_fd out_read(out[0]), out_write(out[1]);
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      start_failed(std::string("procpool: pipe: ") + std::strerror(errno));
+      return;
+    }
+    unique_fd err_read(err[0]), err_write(err[1]);
+    // Only our ends are non-blocking: a worker's printf must block on a full pipe, not fail.
+    ::fcntl(out_read.get(), F_SETFL, O_NONBLOCK);
+    ::fcntl(err_read.get(), F_SETFL, O_NONBLOCK);
+
     auto w = std::make_shared<worker>(ex_);
-    w->channel.assign(asio::local::stream_protocol(), sv[0]);
+    w->slot =
+        static_cast<std::size_t>(std::find(slots_.begin(), slots_.end(), false) - slots_.begin());
+    if (w->slot < slots_.size()) slots_[w->slot] = true;
     w->spawn_id = next_spawn_id_++;
     zygote_request req;
     req.spawn_id = w->spawn_id;
-    if (!send_message(zygote_.native_handle(), &req, sizeof req, theirs.get())) {
+    const std::array<int, 3> fds{theirs.get(), out_write.get(), err_write.get()};
+    if (!send_message(zygote_.native_handle(), &req, sizeof req, fds)) {
+      if (w->slot < slots_.size()) slots_[w->slot] = false;
       lose_zygote(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
       return;
     }
+    w->channel.assign(asio::local::stream_protocol(), ours.release());
+    w->out.pipe.assign(out_read.release());
+    w->err.pipe.assign(err_read.release());
     workers_[w->spawn_id] = w;
     read_header(w);
+    watch_output(w, output_stream::out);
+    watch_output(w, output_stream::err);
   }
 
+  // ---- worker output ----
+
+  static auto pipe_of(worker& w, output_stream s) -> output_pipe& {
+    return s == output_stream::out ? w.out : w.err;
+  }
+
+  void watch_output(const std::shared_ptr<worker>& w, output_stream s) {
+    pipe_of(*w, s).pipe.async_wait(asio::posix::descriptor_base::wait_read,
+                                   [self = shared_from_this(), w, s](boost::system::error_code ec) {
+                                     {
+                                       std::lock_guard lock(self->mutex_);
+                                       if (self->destroyed_ || ec) return;
+                                       if (self->read_output(*w, s)) self->watch_output(w, s);
+                                     }
+                                     self->flush_output();
+                                   });
+  }
+
+  // Reads whatever the pipe holds now; false once it is closed.
+  auto read_output(worker& w, output_stream s) -> bool {
+    output_pipe& p = pipe_of(w, s);
+    if (!p.pipe.is_open()) return false;
+    char buf[16 * 1024];
+    for (;;) {
+      const ssize_t n = ::read(p.pipe.native_handle(), buf, sizeof buf);
+      if (n > 0) {
+        p.partial.append(buf, static_cast<std::size_t>(n));
+        std::size_t start = 0;
+        for (std::size_t nl; (nl = p.partial.find('\n', start)) != std::string::npos;
+             start = nl + 1) {
+          add_line(w, s, p.partial.substr(start, nl - start));
+        }
+        p.partial.erase(0, start);
+        while (p.partial.size() >= max_line_bytes) {
+          add_line(w, s, p.partial.substr(0, max_line_bytes));
+          p.partial.erase(0, max_line_bytes);
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return true;
+      close_output(w, s);  // end of file (or an error): what is left is a last, unfinished line
+      return false;
+    }
+  }
+
+  void close_output(worker& w, output_stream s) {
+    output_pipe& p = pipe_of(w, s);
+    if (!p.partial.empty()) add_line(w, s, std::exchange(p.partial, {}));
+    boost::system::error_code ignored;
+    p.pipe.close(ignored);
+  }
+
+  // Everything the worker wrote before this moment is in its pipes (it flushes stdio before each
+  // result, and a dead process writes nothing more), so reading them now attributes each line to
+  // the right task and puts it before the task's outcome.
+  void collect_output(worker& w) {
+    for (auto s : {output_stream::out, output_stream::err}) {
+      read_output(w, s);
+      // The task is over: text it left without a newline is its last line.
+      if (auto& p = pipe_of(w, s); !p.partial.empty()) add_line(w, s, std::exchange(p.partial, {}));
+    }
+  }
+
+  void add_line(worker& w, output_stream s, std::string text) {
+    w.tail.push_back(text);
+    while (w.tail.size() > options_.crash_output_lines) w.tail.pop_front();
+    pending_output_.push_back(
+        {w.slot, w.pid, s, w.current ? name_of(*w.current) : std::string(), std::move(text)});
+  }
+
+  static auto joined(const std::deque<std::string>& lines) -> std::string {
+    std::string s;
+    for (const auto& l : lines) s += l + '\n';
+    return s;
+  }
+
+ public:
+  // Hands collected lines to the sink, outside the pool's lock and in order.
+  void flush_output() {
+    std::lock_guard emit(emit_mutex_);
+    std::vector<pending_line> lines;
+    {
+      std::lock_guard lock(mutex_);
+      lines.swap(pending_output_);
+    }
+    for (const auto& l : lines) {
+      const output_line line{l.worker, l.pid, l.stream, l.function, l.text};
+      try {
+        if (options_.output) {
+          options_.output(line);
+        } else {
+          write_to_stderr(line);
+        }
+      } catch (...) {
+        // A failing sink must not break the pool; the line is dropped.
+      }
+    }
+  }
+
+ private:
   void replenish() {
     if (!zygote_error_.empty() || start_blocked_) return;
     if (closing_ && queue_.empty()) return;
@@ -373,10 +527,16 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void read_header(const std::shared_ptr<worker>& w) {
     asio::async_read(w->channel, asio::buffer(&w->rx_header, sizeof w->rx_header),
                      [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
-                       std::lock_guard lock(self->mutex_);
-                       if (self->destroyed_) return;
-                       if (ec) return self->channel_lost(*w);
-                       self->on_header(w);
+                       {
+                         std::lock_guard lock(self->mutex_);
+                         if (self->destroyed_) return;
+                         if (ec) {
+                           self->channel_lost(*w);
+                         } else {
+                           self->on_header(w);
+                         }
+                       }
+                       self->flush_output();
                      });
   }
 
@@ -405,10 +565,16 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     w->rx_payload.resize(h.size);
     asio::async_read(w->channel, asio::buffer(w->rx_payload),
                      [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
-                       std::lock_guard lock(self->mutex_);
-                       if (self->destroyed_) return;
-                       if (ec) return self->channel_lost(*w);
-                       self->on_frame(w);
+                       {
+                         std::lock_guard lock(self->mutex_);
+                         if (self->destroyed_) return;
+                         if (ec) {
+                           self->channel_lost(*w);
+                         } else {
+                           self->on_frame(w);
+                         }
+                       }
+                       self->flush_output();
                      });
   }
 
@@ -437,6 +603,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       case frame_kind::exception: {
         auto t = w->current;
         if (t->ending) break;  // its worker is being killed; the decided outcome stands
+        collect_output(*w);
         std::exception_ptr ep;
         if (w->rx_header.kind == frame_kind::exception) {
           exception_envelope env;
@@ -465,13 +632,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // ---- events from the fork server ----
 
   void read_events() {
-    zygote_.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](
-                                                                    boost::system::error_code ec) {
-      std::lock_guard lock(self->mutex_);
-      if (self->destroyed_ || !self->zygote_.is_open()) return;
-      if (ec) return self->lose_zygote("procpool: lost the fork server: " + ec.message());
-      if (self->drain_events()) self->read_events();
-    });
+    zygote_.async_wait(asio::posix::descriptor_base::wait_read,
+                       [self = shared_from_this()](boost::system::error_code ec) {
+                         {
+                           std::lock_guard lock(self->mutex_);
+                           if (self->destroyed_ || !self->zygote_.is_open()) return;
+                           if (ec) {
+                             self->lose_zygote("procpool: lost the fork server: " + ec.message());
+                           } else if (self->drain_events()) {
+                             self->read_events();
+                           }
+                         }
+                         self->flush_output();
+                       });
   }
 
   // Handles every queued event; false once the fork server has gone.
@@ -479,7 +652,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     for (;;) {
       zygote_event e;
       int passed = -1;
-      const long n = receive_message(zygote_.native_handle(), &e, sizeof e, &passed, false);
+      const long n =
+          receive_message(zygote_.native_handle(), &e, sizeof e, std::span<int>(&passed, 1));
       unique_fd fd(passed);
       if (n < 0 && errno == EAGAIN) return true;
       if (n <= 0) {
@@ -525,6 +699,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_worker_exit(worker& w, int status) {
     boost::system::error_code ignored;
     w.channel.close(ignored);
+    collect_output(w);
+    close_output(w, output_stream::out);
+    close_output(w, output_stream::err);
+    if (w.slot < slots_.size()) slots_[w.slot] = false;
     const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (auto t = std::exchange(w.current, nullptr)) {
@@ -533,12 +711,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         finish(*t, t->ending);
       } else {
         ++stats_.crashed;
-        finish(*t, std::make_exception_ptr(
-                       worker_crashed(w.pid, sig, code, name_of(*t), w.kill_reason)));
+        finish(*t, std::make_exception_ptr(worker_crashed(w.pid, sig, code, name_of(*t),
+                                                          w.kill_reason, joined(w.tail))));
       }
     }
     if (!w.greeted && !w.retiring && !destroyed_) {
-      auto crash = worker_crashed(w.pid, sig, code, "its start-up", w.kill_reason);
+      auto crash = worker_crashed(w.pid, sig, code, "its start-up", w.kill_reason, joined(w.tail));
       start_failed(std::string("procpool: a worker failed to start: ") + crash.what());
       return;
     }
@@ -580,6 +758,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       }
     }
     workers_.clear();
+    slots_.assign(slots_.size(), false);
     check_shutdown_done();
   }
 
@@ -595,6 +774,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   mutable std::mutex mutex_;
+  std::mutex emit_mutex_;  // keeps sink calls in order; taken before mutex_, never while holding it
+  std::vector<pending_line> pending_output_;
+  std::vector<bool> slots_;  // which worker slots are taken
   asio::any_io_executor ex_;
   pool_options options_;
   std::size_t target_ = 1;

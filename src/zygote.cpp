@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -30,6 +31,8 @@ constexpr std::size_t runtime_threads = 2;  // ThreadSanitizer's own background 
 #else
 constexpr std::size_t runtime_threads = 1;
 #endif
+
+constexpr std::size_t max_passed_fds = 3;
 
 struct zygote_handle {
   std::mutex mutex;
@@ -63,12 +66,17 @@ struct server {
 
   void send_event(int conn, const zygote_event& e, int fd = -1) {
     // A pool that has gone away simply misses the event; its workers are killed below.
-    (void)send_message(conn, &e, sizeof e, fd);
+    if (fd >= 0) {
+      (void)send_message(conn, &e, sizeof e, std::span<const int>(&fd, 1));
+    } else {
+      (void)send_message(conn, &e, sizeof e);
+    }
   }
 
-  void spawn(int conn, const zygote_request& req, int channel) {
+  // fds: the worker's channel, stdout and stderr.
+  void spawn(int conn, const zygote_request& req, const std::array<int, 3>& fds) {
     const pid_t pid = ::fork();
-    if (pid == 0) become_worker(channel);
+    if (pid == 0) become_worker(fds);
     zygote_event e{};
     e.spawn_id = req.spawn_id;
     if (pid < 0) {
@@ -82,10 +90,10 @@ struct server {
       e.pid = pid;
       send_event(conn, e, pidfd.get());
     }
-    ::close(channel);
+    for (int fd : fds) ::close(fd);
   }
 
-  [[noreturn]] void become_worker(int channel) {
+  [[noreturn]] void become_worker(const std::array<int, 3>& fds) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -94,10 +102,12 @@ struct server {
     ::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole process group; the parent decides.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != self) ::_exit(1);
+    // Its own process group, so that killing the group also kills what a task started.
+    ::setpgid(0, 0);
     ::prctl(PR_SET_NAME, "procpool-worker");
-    if (channel != 3) {
-      ::dup2(channel, 3);
-    }
+    // Move the channel to 3 and the output pipes to 1 and 2; the fds arrived above 3 because the
+    // server holds 0-2, its root socket and its signalfd.
+    if (::dup2(fds[1], 1) < 0 || ::dup2(fds[2], 2) < 0 || ::dup2(fds[0], 3) < 0) ::_exit(1);
     ::fcntl(3, F_SETFD, FD_CLOEXEC);
     ::close_range(4, ~0U, 0);
     run_worker(3);
@@ -110,6 +120,7 @@ struct server {
     int status = 0;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      ::kill(-pid, SIGKILL);  // whatever the task started dies with it
       auto it = owner.find(pid);
       if (it == owner.end()) continue;
       zygote_event e{};
@@ -129,6 +140,7 @@ struct server {
         ++it;
         continue;
       }
+      ::kill(-it->first, SIGKILL);
       ::kill(it->first, SIGKILL);
       ::waitpid(it->first, nullptr, 0);
       it = owner.erase(it);
@@ -138,7 +150,10 @@ struct server {
   }
 
   [[noreturn]] void stop() {
-    for (auto& [pid, conn] : owner) ::kill(pid, SIGKILL);
+    for (auto& [pid, conn] : owner) {
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+    }
     for (auto& [pid, conn] : owner) ::waitpid(pid, nullptr, 0);
     ::_exit(0);
   }
@@ -158,7 +173,7 @@ struct server {
       if (fds[0].revents != 0) {
         char byte = 0;
         int conn = -1;
-        const long n = receive_message(root, &byte, 1, &conn, false);
+        const long n = receive_message(root, &byte, 1, std::span<int>(&conn, 1));
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) stop();  // the program is gone
         if (conn >= 0) connections.push_back(conn);
       }
@@ -166,16 +181,19 @@ struct server {
         if (fds[i].revents == 0) continue;
         const int conn = fds[i].fd;
         zygote_request req;
-        int channel = -1;
-        const long n = receive_message(conn, &req, sizeof req, &channel, false);
-        if (n == static_cast<long>(sizeof req) && req.kind == 1 && channel >= 0) {
-          spawn(conn, req, channel);
-        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        std::array<int, 3> passed{};
+        const long n = receive_message(conn, &req, sizeof req, passed);
+        const bool complete =
+            std::all_of(passed.begin(), passed.end(), [](int fd) { return fd >= 0; });
+        if (n == static_cast<long>(sizeof req) && req.kind == 1 && complete) {
+          spawn(conn, req, passed);
           continue;
-        } else {
-          if (channel >= 0) ::close(channel);
-          drop_connection(conn);
         }
+        for (int fd : passed) {
+          if (fd >= 0) ::close(fd);
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        drop_connection(conn);
       }
     }
   }
@@ -185,6 +203,8 @@ struct server {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(0);
   ::prctl(PR_SET_NAME, "procpool-zygote");
+  // Processes a task started and left behind are re-parented here, so they are reaped here.
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   ::signal(SIGINT, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
@@ -200,20 +220,24 @@ struct server {
 
 }  // namespace
 
-auto send_message(int sock, const void* data, std::size_t size, int fd_to_pass) -> bool {
+auto send_message(int sock, const void* data, std::size_t size, std::span<const int> fds) -> bool {
   iovec iov{const_cast<void*>(data), size};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  if (fd_to_pass >= 0) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_passed_fds)] = {};
+  if (!fds.empty()) {
+    if (fds.size() > max_passed_fds) {
+      errno = EINVAL;
+      return false;
+    }
     msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd_to_pass, sizeof(int));
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
   for (;;) {
     const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -228,27 +252,28 @@ auto send_message(int sock, const void* data, std::size_t size, int fd_to_pass) 
   }
 }
 
-auto receive_message(int sock, void* data, std::size_t size, int* received_fd, bool wait) -> long {
+auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds) -> long {
   iovec iov{data, size};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_passed_fds)] = {};
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
-  if (received_fd != nullptr) *received_fd = -1;
+  std::fill(fds.begin(), fds.end(), -1);
   ssize_t n;
   do {
-    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
+  std::size_t next = 0;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
     const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (std::size_t i = 0; i < count; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      if (received_fd != nullptr && *received_fd < 0) {
-        *received_fd = fd;
+      if (next < fds.size()) {
+        fds[next++] = fd;
       } else {
         ::close(fd);  // more descriptors than the protocol allows: drop them, never leak them
       }
@@ -300,7 +325,8 @@ auto connect_zygote() -> unique_fd {
   unique_fd ours(sv[0]);
   unique_fd theirs(sv[1]);
   const char byte = 'c';
-  if (!send_message(h.root.get(), &byte, 1, theirs.get())) {
+  const int fd = theirs.get();
+  if (!send_message(h.root.get(), &byte, 1, std::span<const int>(&fd, 1))) {
     throw worker_start_failed(std::string("procpool: the fork server is gone: ") +
                               std::strerror(errno));
   }

@@ -54,7 +54,8 @@ class remote_error : public error {
 /// partly: retry only if it is idempotent.
 class worker_crashed : public error {
  public:
-  worker_crashed(pid_t pid, int signal, int exit_code, std::string function, std::string detail);
+  worker_crashed(pid_t pid, int signal, int exit_code, std::string function, std::string detail,
+                 std::string output_tail = {});
   [[nodiscard]] auto pid() const noexcept -> pid_t { return pid_; }
   /// The signal that killed the worker (e.g. SIGSEGV), or 0 if it exited.
   [[nodiscard]] auto signal() const noexcept -> int { return signal_; }
@@ -63,11 +64,15 @@ class worker_crashed : public error {
   [[nodiscard]] auto function() const noexcept -> const std::string& { return function_; }
   /// Extra explanation, e.g. "sent a malformed frame"; may be empty.
   [[nodiscard]] auto detail() const noexcept -> const std::string& { return detail_; }
+  /// The worker's last lines of stdout and stderr before it died, oldest first, each ending in a
+  /// newline (at most pool_options::crash_output_lines lines). Worker output: log it, don't parse
+  /// it.
+  [[nodiscard]] auto output_tail() const noexcept -> const std::string& { return output_tail_; }
 
  private:
   pid_t pid_;
   int signal_, exit_code_;
-  std::string function_, detail_;
+  std::string function_, detail_, output_tail_;
 };
 
 /// procpool::wait_for's deadline passed (or a per-task deadline). A running task's worker was

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstddef>
 
+#include "procpool/output.hpp"
+
 namespace procpool {
 
 /// Options for procpool::process_pool. Every field has a usable default.
@@ -19,6 +21,14 @@ struct pool_options {
   /// Largest frame (arguments or result, encoded) accepted in either direction. A worker that sends
   /// a larger one is treated as crashed; a larger task is refused with serialization_error.
   std::size_t max_message_bytes = std::size_t{1} << 30;
+
+  /// Where the workers' stdout and stderr lines go; empty means write_to_stderr (each line
+  /// prefixed with the worker's slot, pid and running function). The last
+  /// `crash_output_lines` lines of a worker are attached to the worker_crashed error of its task.
+  output_sink output{};
+
+  /// How many of a worker's last output lines a worker_crashed error carries.
+  std::size_t crash_output_lines = 50;
 };
 
 /// How procpool::process_pool::async_shutdown stops the pool.

@@ -5,6 +5,7 @@
 #include "procpool/error.hpp"
 #include "procpool/exceptions.hpp"
 #include "procpool/init.hpp"
+#include "procpool/output.hpp"
 #include "procpool/pool_options.hpp"
 #include "procpool/pool_stats.hpp"
 #include "procpool/process_pool.hpp"
