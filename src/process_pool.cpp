@@ -14,6 +14,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstring>
@@ -40,6 +41,7 @@ struct task {
   task_request request;
   task_completion done;
   bool running = false;
+  std::unique_ptr<asio::steady_timer> deadline;  // the task timeout, while it runs
   std::string name;  // the function's readable name, computed on first use
   // Set when the pool has decided how a running task ends (cancelled, pool closed) and is waiting
   // for its worker's death to deliver it.
@@ -274,6 +276,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // ---- everything below runs with mutex_ held ----
 
   void finish(task& t, std::exception_ptr ep, byte_buffer result = {}) {
+    if (t.deadline) t.deadline->cancel();
     if (!t.done) return;
     auto done = std::move(t.done);
     std::move(done)(std::move(ep), std::move(result));
@@ -488,6 +491,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     h.task_id = t->id;
     h.size = t->request.frame.size() - sizeof h;
     std::memcpy(t->request.frame.data(), &h, sizeof h);
+    start_deadline(w, t);
     asio::async_write(w->channel, asio::buffer(t->request.frame),
                       [self = shared_from_this(), w, t](boost::system::error_code ec, std::size_t) {
                         std::lock_guard lock(self->mutex_);
@@ -495,6 +499,23 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                         if (self->destroyed_ || !ec) return;
                         self->channel_lost(*w);
                       });
+  }
+
+  // The task timeout counts from here, the moment a worker takes the task.
+  void start_deadline(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t) {
+    const auto limit = t->request.timeout.count() > 0 ? t->request.timeout : options_.task_timeout;
+    if (limit.count() <= 0) return;
+    t->deadline = std::make_unique<asio::steady_timer>(ex_, limit);
+    t->deadline->async_wait([self = shared_from_this(), w, t, limit](boost::system::error_code ec) {
+      std::lock_guard lock(self->mutex_);
+      if (ec || self->destroyed_ || w->current != t || t->ending) return;
+      t->ending = std::make_exception_ptr(
+          timeout_error("procpool: " + self->name_of(*t) + " exceeded its task timeout of " +
+                        std::to_string(limit.count()) + " ms; its worker (pid " +
+                        std::to_string(w->pid) + ") and everything it started were killed"));
+      ++self->stats_.timed_out;
+      self->kill(*w, SIGKILL);
+    });
   }
 
   void retire(worker& w) {

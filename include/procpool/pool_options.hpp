@@ -22,6 +22,10 @@ struct pool_options {
   /// a larger one is treated as crashed; a larger task is refused with serialization_error.
   std::size_t max_message_bytes = std::size_t{1} << 30;
 
+  /// Default hard time limit of every task, counted from dispatch to a worker; zero means none.
+  /// See task_options::timeout, which overrides it per task.
+  std::chrono::milliseconds task_timeout{0};
+
   /// Where the workers' stdout and stderr lines go; empty means write_to_stderr (each line
   /// prefixed with the worker's slot, pid and running function). The last
   /// `crash_output_lines` lines of a worker are attached to the worker_crashed error of its task.

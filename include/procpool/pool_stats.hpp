@@ -16,6 +16,7 @@ struct pool_stats {
   std::uint64_t failed = 0;     ///< tasks that threw in the worker
   std::uint64_t crashed = 0;    ///< tasks whose worker died under them
   std::uint64_t cancelled = 0;  ///< tasks cancelled (queued or running)
+  std::uint64_t timed_out = 0;  ///< tasks killed by their task timeout
   std::uint64_t respawned = 0;  ///< replacement workers started
 };
 

@@ -21,6 +21,7 @@
 #include "procpool/error.hpp"
 #include "procpool/pool_options.hpp"
 #include "procpool/pool_stats.hpp"
+#include "procpool/task_options.hpp"
 
 namespace procpool {
 
@@ -115,7 +116,14 @@ class process_pool {
   ///   procpool::cancelled once the worker is gone, and a replacement worker starts;
   /// - partial or total, task running: ignored (the work cannot be undone without killing it).
   template <class F, class... ArgsAndToken>
-  auto async_submit(F f, ArgsAndToken&&... args_and_token) {
+  requires(!std::is_same_v<F, task_options>) auto async_submit(F f,
+                                                               ArgsAndToken&&... args_and_token) {
+    return async_submit(task_options{}, f, std::forward<ArgsAndToken>(args_and_token)...);
+  }
+
+  /// async_submit with per-task options (see task_options).
+  template <class F, class... ArgsAndToken>
+  auto async_submit(const task_options& options, F f, ArgsAndToken&&... args_and_token) {
     static_assert(sizeof...(ArgsAndToken) >= 1,
                   "procpool: async_submit(f, args..., token) needs a completion token as its last "
                   "argument; to co_await, use submit(f, args...)");
@@ -123,8 +131,9 @@ class process_pool {
     constexpr std::size_t n_args = sizeof...(ArgsAndToken) - 1;
     return [&]<std::size_t... I>(std::index_sequence<I...>) {
       return async_submit_request<detail::submit_result_t<F>>(
-          detail::make_task_request(
-              f, std::forward<std::tuple_element_t<I, decltype(all)>>(std::get<I>(all))...),
+          with_options(options, detail::make_task_request(
+                                    f, std::forward<std::tuple_element_t<I, decltype(all)>>(
+                                           std::get<I>(all))...)),
           std::forward<std::tuple_element_t<n_args, decltype(all)>>(std::get<n_args>(all)));
     }
     (std::make_index_sequence<n_args>{});
@@ -134,9 +143,18 @@ class process_pool {
   /// form of async_submit, `co_await pool.submit(cpu_heavy, 123)`. Errors are thrown at the
   /// co_await. The arguments are encoded before submit returns.
   template <class F, class... Args>
-  auto submit(F f, Args&&... args) -> boost::asio::awaitable<detail::submit_result_t<F>> {
+  requires(!std::is_same_v<F, task_options>) auto submit(F f, Args&&... args)
+      -> boost::asio::awaitable<detail::submit_result_t<F>> {
+    return submit(task_options{}, f, std::forward<Args>(args)...);
+  }
+
+  /// submit with per-task options: `co_await pool.submit(task_options{.timeout = 2s}, f, x)`.
+  template <class F, class... Args>
+  auto submit(const task_options& options, F f, Args&&... args)
+      -> boost::asio::awaitable<detail::submit_result_t<F>> {
     return async_submit_request<detail::submit_result_t<F>>(
-        detail::make_task_request(f, std::forward<Args>(args)...), boost::asio::use_awaitable);
+        with_options(options, detail::make_task_request(f, std::forward<Args>(args)...)),
+        boost::asio::use_awaitable);
   }
 
   /// Stops the pool (see shutdown_mode). Completion signature `void()`; called exactly once, never
@@ -168,6 +186,12 @@ class process_pool {
   [[nodiscard]] auto worker_pids() const -> std::vector<int> { return detail::worker_pids(*core_); }
 
  private:
+  static auto with_options(const task_options& options, detail::task_request request)
+      -> detail::task_request {
+    request.timeout = options.timeout;
+    return request;
+  }
+
   template <class R, class Token>
   auto async_submit_request(detail::task_request request, Token&& token) {
     return boost::asio::async_initiate<Token, detail::completion_signature_t<R>>(
