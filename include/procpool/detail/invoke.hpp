@@ -95,7 +95,7 @@ struct task_request {
   byte_buffer frame;
   std::uintptr_t function = 0;
   const std::type_info* callable_type = nullptr;  // set for lambdas, whose type names them best
-  std::chrono::milliseconds timeout{0};            // 0: the pool's default
+  std::chrono::milliseconds timeout{0};           // 0: the pool's default
 };
 
 /// Encodes a call of `f(args...)` into a task frame, converting each argument to the function's
