@@ -62,9 +62,10 @@ struct worker {
   pid_t pid = 0;
   unique_fd pidfd;
   asio::local::stream_protocol::socket channel;
-  bool spawned = false;    // the fork server reported its pid
-  bool greeted = false;    // it sent a valid hello
-  bool retiring = false;   // its channel was closed so that it exits
+  bool spawned = false;   // the fork server reported its pid
+  bool greeted = false;   // it sent a valid hello
+  bool retiring = false;  // its channel was closed so that it exits
+  std::size_t tasks_run = 0;
   int pending_signal = 0;  // a signal to send as soon as its pidfd arrives
   std::shared_ptr<task> current;
   frame_header rx_header;
@@ -133,6 +134,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                      serialization_error("procpool: the task's arguments encode to " +
                                          std::to_string(t->request.frame.size()) +
                                          " bytes, more than pool_options::max_message_bytes")));
+      return;
+    }
+    if (options_.max_queue != 0 && queue_.size() >= options_.max_queue) {
+      ++stats_.rejected;
+      finish(*t, std::make_exception_ptr(queue_full(
+                     "procpool: the queue holds pool_options::max_queue = " +
+                     std::to_string(options_.max_queue) + " tasks; the pool is overloaded")));
       return;
     }
     tasks_[t->id] = t;
@@ -335,15 +343,17 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     ::fcntl(err_read.get(), F_SETFL, O_NONBLOCK);
 
     auto w = std::make_shared<worker>(ex_);
+    // The lowest free slot; a new one while a recycled worker still holds its own.
     w->slot =
         static_cast<std::size_t>(std::find(slots_.begin(), slots_.end(), false) - slots_.begin());
-    if (w->slot < slots_.size()) slots_[w->slot] = true;
+    if (w->slot == slots_.size()) slots_.push_back(false);
+    slots_[w->slot] = true;
     w->spawn_id = next_spawn_id_++;
     zygote_request req;
     req.spawn_id = w->spawn_id;
     const std::array<int, 3> fds{theirs.get(), out_write.get(), err_write.get()};
     if (!send_message(zygote_.native_handle(), &req, sizeof req, fds)) {
-      if (w->slot < slots_.size()) slots_[w->slot] = false;
+      slots_[w->slot] = false;
       lose_zygote(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
       return;
     }
@@ -641,6 +651,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         w->current.reset();
         tasks_.erase(t->id);
         finish(*t, ep, ep ? byte_buffer{} : std::move(payload));
+        if (options_.max_tasks_per_worker != 0 && ++w->tasks_run >= options_.max_tasks_per_worker &&
+            !closing_) {
+          ++stats_.recycled;
+          retire(*w);
+          replenish();  // the replacement starts now, while the old worker exits
+        }
         dispatch();
         break;
       }

@@ -97,6 +97,13 @@ class pool_closed : public error {
   explicit pool_closed(const std::string& what) : error(what, advice::fix_the_caller) {}
 };
 
+/// The pool's queue is at pool_options::max_queue: the pool is overloaded. Back off and retry, or
+/// shed the work. The task never started.
+class queue_full : public error {
+ public:
+  explicit queue_full(const std::string& what) : error(what, advice::retry) {}
+};
+
 /// A value could not be encoded or decoded on its way to or from a worker (for example a result
 /// that does not match the function's return type, or a frame too large). Deterministic: do not
 /// retry.

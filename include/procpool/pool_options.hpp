@@ -26,6 +26,14 @@ struct pool_options {
   /// See task_options::timeout, which overrides it per task.
   std::chrono::milliseconds task_timeout{0};
 
+  /// Replace a worker after it has run this many tasks (for code that leaks or fragments memory);
+  /// zero means never. The replacement starts at once, while the old worker exits.
+  std::size_t max_tasks_per_worker = 0;
+
+  /// Most tasks that may wait for a worker; zero means no limit. A submit beyond it completes at
+  /// once with queue_full.
+  std::size_t max_queue = 0;
+
   /// Where the workers' stdout and stderr lines go; empty means write_to_stderr (each line
   /// prefixed with the worker's slot, pid and running function). The last
   /// `crash_output_lines` lines of a worker are attached to the worker_crashed error of its task.

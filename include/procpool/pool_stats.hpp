@@ -18,6 +18,8 @@ struct pool_stats {
   std::uint64_t cancelled = 0;  ///< tasks cancelled (queued or running)
   std::uint64_t timed_out = 0;  ///< tasks killed by their task timeout
   std::uint64_t respawned = 0;  ///< replacement workers started
+  std::uint64_t recycled = 0;   ///< workers retired after pool_options::max_tasks_per_worker tasks
+  std::uint64_t rejected = 0;   ///< submits refused with queue_full
 };
 
 }  // namespace procpool
