@@ -15,8 +15,11 @@
 #include <procpool/procpool.hpp>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <stdexcept>
 
@@ -49,7 +52,7 @@ auto compute_bounded(procpool::process_pool& pool, long long x, std::chrono::mil
 // [wait_for]
 
 // [main]
-auto run(procpool::process_pool& pool) -> asio::awaitable<void> {
+auto run(procpool::process_pool& pool, asio::signal_set& signals) -> asio::awaitable<void> {
   long long result = co_await pool.submit(cpu_heavy, 123);
   std::printf("cpu_heavy(123) = %lld\n", result);
 
@@ -58,6 +61,7 @@ auto run(procpool::process_pool& pool) -> asio::awaitable<void> {
   co_await compute_bounded(pool, -1, 5s);    // std::invalid_argument thrown in the worker
 
   co_await pool.shutdown(procpool::shutdown_mode::graceful);  // leaving Python's `with` block
+  signals.cancel();
   std::puts("done");
 }
 
@@ -65,8 +69,22 @@ int main() {
   procpool::init();  // first thing: workers fork from a server started while single-threaded
   asio::io_context io;
   procpool::process_pool pool{io.get_executor(), {.workers = 4}};
-  asio::co_spawn(io, run(pool), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
+
+  // Ctrl-C or SIGTERM: the program decides (workers ignore SIGINT). Here: stop now; tasks in
+  // flight fail with pool_closed.
+  // [signals]
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int) {
+    if (!ec) asio::co_spawn(io, pool.shutdown(procpool::shutdown_mode::immediate), asio::detached);
+  });
+  // [signals]
+
+  asio::co_spawn(io, run(pool, signals), [](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const procpool::pool_closed&) {
+      std::puts("interrupted");
+    }
   });
   io.run();
 }
