@@ -22,8 +22,15 @@ auto function_name(std::uintptr_t function, const std::type_info* callable_type)
 /// Number of threads in this process, from /proc/self/task.
 auto thread_count() -> std::size_t;
 
+/// What a worker applies to itself before it serves.
+struct worker_setup {
+  std::uint64_t memory_limit_bytes = 0;  // RLIMIT_AS; 0: none
+  std::uint64_t cpu_seconds = 0;         // RLIMIT_CPU per task; 0: none
+  std::uint64_t initializer = 0;         // void(*)() to run first; 0: none
+};
+
 /// Runs the worker loop on `channel` (fd) until the parent closes it, then exits the process.
-[[noreturn]] void run_worker(int channel);
+[[noreturn]] void run_worker(int channel, const worker_setup& setup);
 
 // --- the fork server ---
 
@@ -32,6 +39,7 @@ struct zygote_request {
   std::uint32_t kind = 1;  // 1 = spawn; the worker's channel, stdout and stderr fds ride along
   std::uint32_t reserved = 0;
   std::uint64_t spawn_id = 0;
+  worker_setup setup;
 };
 
 enum class zygote_event_kind : std::uint32_t { spawned = 1, exited = 2, spawn_failed = 3 };

@@ -96,7 +96,7 @@ struct pending_line {
 class pool_core : public std::enable_shared_from_this<pool_core> {
  public:
   pool_core(asio::any_io_executor ex, const pool_options& options)
-      : ex_(std::move(ex)), options_(options), zygote_(ex_) {
+      : ex_(std::move(ex)), options_(options), zygote_(ex_), respawn_timer_(ex_) {
     target_ = options_.workers != 0 ? options_.workers
                                     : std::max(1U, std::thread::hardware_concurrency());
     slots_.assign(target_, false);
@@ -200,6 +200,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       w->channel.close(ignored);  // idle workers see end-of-file and exit at once
     }
     boost::system::error_code ignored;
+    respawn_timer_.cancel();
     const int fd = zygote_.is_open() ? zygote_.native_handle() : -1;
     if (fd >= 0) zygote_.cancel(ignored);
 
@@ -351,6 +352,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     w->spawn_id = next_spawn_id_++;
     zygote_request req;
     req.spawn_id = w->spawn_id;
+    req.setup.memory_limit_bytes = options_.memory_limit_bytes;
+    req.setup.cpu_seconds = static_cast<std::uint64_t>(options_.cpu_time_limit.count());
+    req.setup.initializer = reinterpret_cast<std::uintptr_t>(options_.initializer);
     const std::array<int, 3> fds{theirs.get(), out_write.get(), err_write.get()};
     if (!send_message(zygote_.native_handle(), &req, sizeof req, fds)) {
       slots_[w->slot] = false;
@@ -468,7 +472,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
  private:
   void replenish() {
-    if (!zygote_error_.empty() || start_blocked_) return;
+    if (!zygote_error_.empty() || start_blocked_ || respawn_pending_) return;
     if (closing_ && queue_.empty()) return;
     std::size_t live = 0;
     for (auto& [id, w] : workers_) {
@@ -741,6 +745,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     close_output(w, output_stream::err);
     if (w.slot < slots_.size()) slots_[w.slot] = false;
     const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    if (sig == SIGXCPU && options_.cpu_time_limit.count() > 0 && w.kill_reason.empty()) {
+      w.kill_reason = "exceeded pool_options::cpu_time_limit of " +
+                      std::to_string(options_.cpu_time_limit.count()) + " s of CPU time";
+    }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (auto t = std::exchange(w.current, nullptr)) {
       tasks_.erase(t->id);
@@ -766,8 +774,21 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     if (++consecutive_start_failures_ >= max_consecutive_start_failures) {
       start_blocked_ = true;
       fail_queue(why);
-    } else {
-      replenish();
+    } else if (!respawn_pending_) {
+      // Back off before the next attempt (10 ms, 20 ms, 40 ms, ...): a worker that dies at once
+      // would otherwise be restarted in a tight loop.
+      respawn_pending_ = true;
+      respawn_timer_.expires_after(
+          std::chrono::milliseconds(10 << (consecutive_start_failures_ - 1)));
+      respawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        {
+          std::lock_guard lock(self->mutex_);
+          self->respawn_pending_ = false;
+          if (ec || self->destroyed_) return;
+          self->replenish();
+        }
+        self->flush_output();
+      });
     }
     check_shutdown_done();
   }
@@ -805,6 +826,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     // operation and io_context::run() can return once the program's own work is done.
     boost::system::error_code ignored;
     if (!destroyed_ && zygote_.is_open()) zygote_.close(ignored);
+    respawn_timer_.cancel();
     auto waiters = std::move(shutdown_waiters_);
     shutdown_waiters_.clear();
     for (auto& done : waiters) std::move(done)();
@@ -818,6 +840,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   pool_options options_;
   std::size_t target_ = 1;
   asio::posix::stream_descriptor zygote_;
+  asio::steady_timer respawn_timer_;
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
   std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
   std::deque<std::shared_ptr<task>> queue_;
@@ -826,6 +849,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool closing_ = false;
   bool destroyed_ = false;
   bool start_blocked_ = false;
+  bool respawn_pending_ = false;  // a back-off timer will call replenish()
   unsigned consecutive_start_failures_ = 0;
   std::string zygote_error_;
   std::vector<shutdown_completion> shutdown_waiters_;

@@ -1,4 +1,5 @@
 // procpool - the worker loop: read a task frame, run it, write its result or exception.
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -66,9 +67,31 @@ void write_frame(int fd, frame_kind kind, std::uint64_t task_id, const byte_buff
   }
 }
 
+// RLIMIT_CPU counts a process's whole life, so the limit is moved before each task to "what it
+// has used so far plus the task's allowance". The hard limit a second later is the backstop.
+void arm_cpu_limit(std::uint64_t seconds) {
+  rusage used{};
+  ::getrusage(RUSAGE_SELF, &used);
+  const auto so_far = static_cast<rlim_t>(used.ru_utime.tv_sec + used.ru_stime.tv_sec);
+  const rlimit limit{so_far + seconds, so_far + seconds + 1};
+  ::setrlimit(RLIMIT_CPU, &limit);
+}
+
+void run_initializer(std::uint64_t address) {
+  try {
+    reinterpret_cast<void (*)()>(address)();
+  } catch (...) {
+    const exception_envelope e = describe_current_exception();
+    std::fprintf(stderr, "procpool: the worker initializer threw %s: %s\n",
+                 demangle(e.type_name.c_str()).c_str(), e.what.c_str());
+    leave(3);
+  }
+}
+
 }  // namespace
 
-void run_worker(int channel) {
+void run_worker(int channel, const worker_setup& setup) {
+  if (setup.initializer != 0) run_initializer(setup.initializer);
   {
     byte_buffer hello;
     encode_into(hello, protocol_version, build_id(), static_cast<std::int32_t>(::getpid()));
@@ -88,6 +111,7 @@ void run_worker(int channel) {
     const std::span<const std::byte> args(payload.data() + sizeof prefix,
                                           payload.size() - sizeof prefix);
     out.clear();
+    if (setup.cpu_seconds != 0) arm_cpu_limit(setup.cpu_seconds);
     frame_kind kind = frame_kind::result;
     try {
       reinterpret_cast<thunk_fn>(prefix.thunk)(prefix.function, args, out);

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -76,7 +77,7 @@ struct server {
   // fds: the worker's channel, stdout and stderr.
   void spawn(int conn, const zygote_request& req, const std::array<int, 3>& fds) {
     const pid_t pid = ::fork();
-    if (pid == 0) become_worker(fds);
+    if (pid == 0) become_worker(fds, req.setup);
     zygote_event e{};
     e.spawn_id = req.spawn_id;
     if (pid < 0) {
@@ -93,7 +94,7 @@ struct server {
     for (int fd : fds) ::close(fd);
   }
 
-  [[noreturn]] void become_worker(const std::array<int, 3>& fds) {
+  [[noreturn]] void become_worker(const std::array<int, 3>& fds, const worker_setup& setup) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -110,7 +111,11 @@ struct server {
     if (::dup2(fds[1], 1) < 0 || ::dup2(fds[2], 2) < 0 || ::dup2(fds[0], 3) < 0) ::_exit(1);
     ::fcntl(3, F_SETFD, FD_CLOEXEC);
     ::close_range(4, ~0U, 0);
-    run_worker(3);
+    if (setup.memory_limit_bytes != 0) {
+      const rlimit limit{setup.memory_limit_bytes, setup.memory_limit_bytes};
+      ::setrlimit(RLIMIT_AS, &limit);
+    }
+    run_worker(3, setup);
   }
 
   void report_exits() {

@@ -1,6 +1,10 @@
 // Recycling workers after N tasks, and a bounded queue.
 #include "procpool/pool_options.hpp"
 
+#include <csignal>
+#include <stdexcept>
+#include <vector>
+
 #include "procpool/process_pool.hpp"
 #include "support/pool_fixture.hpp"
 #include "support/tasks.hpp"
@@ -44,6 +48,66 @@ TEST_F(Limits, SubmitsBeyondMaxQueueFailWithQueueFull) {
   EXPECT_THROW(get(queued1), pool_closed);
   EXPECT_THROW(get(queued2), pool_closed);
 }
+
+int initialized_value = 0;  // set by the initializer, in workers only
+void set_up_worker() {
+  initialized_value = 42;
+}
+void refuse_to_start() {
+  throw std::runtime_error("no license for this host");
+}
+auto read_initialized() -> int {
+  return initialized_value;
+}
+
+TEST_F(Limits, TheInitializerRunsInEveryWorkerBeforeItsTasks) {
+  process_pool pool{io_.get_executor(), {.workers = 2, .initializer = set_up_worker}};
+  EXPECT_EQ(get(pool.async_submit(read_initialized, asio::use_future)), 42);
+  EXPECT_EQ(initialized_value, 0) << "the initializer must not run in the program";
+}
+
+TEST_F(Limits, AFailingInitializerEndsInWorkerStartFailedNamingTheCause) {
+  process_pool pool{io_.get_executor(), {.workers = 1, .initializer = refuse_to_start}};
+  try {
+    get(pool.async_submit(square, 2, asio::use_future));
+    FAIL() << "expected worker_start_failed";
+  } catch (const worker_start_failed& e) {
+    EXPECT_NE(std::string(e.what()).find("no license for this host"), std::string::npos)
+        << e.what();
+    EXPECT_EQ(e.advice(), advice::retry);
+  }
+}
+
+TEST_F(Limits, ATaskOverItsCpuTimeLimitIsKilledAndNamed) {
+  process_pool pool{io_.get_executor(), {.workers = 1, .cpu_time_limit = std::chrono::seconds(1)}};
+  EXPECT_EQ(get(pool.async_submit(busy_sum, 1000, asio::use_future)), 499'500L);
+  try {
+    get(pool.async_submit(spin_forever, 0, asio::use_future));
+    FAIL() << "expected worker_crashed";
+  } catch (const worker_crashed& e) {
+    EXPECT_EQ(e.signal(), SIGXCPU) << e.what();
+    EXPECT_NE(e.detail().find("cpu_time_limit"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(get(pool.async_submit(square, 3, asio::use_future)), 9);
+}
+
+auto allocate_mib(int mib) -> std::size_t {
+  std::vector<char> big(static_cast<std::size_t>(mib) << 20, 1);
+  return big.size();
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+TEST_F(Limits, DISABLED_AnAllocationOverTheMemoryLimitFailsInsideTheTask) {}  // see pool_options
+#else
+TEST_F(Limits, AnAllocationOverTheMemoryLimitFailsInsideTheTask) {
+  process_pool pool{io_.get_executor(),
+                    {.workers = 1, .memory_limit_bytes = std::size_t{512} << 20}};
+  const int pid = get(pool.async_submit(my_pid, asio::use_future));
+  EXPECT_THROW(get(pool.async_submit(allocate_mib, 1024, asio::use_future)), std::bad_alloc);
+  EXPECT_EQ(get(pool.async_submit(allocate_mib, 16, asio::use_future)), std::size_t{16} << 20);
+  EXPECT_EQ(get(pool.async_submit(my_pid, asio::use_future)), pid) << "the worker survives";
+}
+#endif
 
 }  // namespace
 }  // namespace procpool::test

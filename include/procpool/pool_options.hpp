@@ -34,6 +34,21 @@ struct pool_options {
   /// once with queue_full.
   std::size_t max_queue = 0;
 
+  /// Address-space limit of each worker (RLIMIT_AS), in bytes; zero means none. An allocation
+  /// beyond it fails inside the task (std::bad_alloc comes back to the caller, the worker lives).
+  /// Not usable under AddressSanitizer or ThreadSanitizer, which reserve huge address ranges.
+  std::size_t memory_limit_bytes = 0;
+
+  /// CPU time one task may use (RLIMIT_CPU, re-armed before each task); zero means none. A task
+  /// that uses more is killed (SIGXCPU) and fails with worker_crashed naming the limit.
+  std::chrono::seconds cpu_time_limit{0};
+
+  /// Runs once in every worker before it takes tasks (like ProcessPoolExecutor's initializer). If
+  /// it throws or crashes, the worker counts as failing to start: the pool retries with back-off,
+  /// and after 5 failures in a row queued tasks fail with worker_start_failed carrying the
+  /// worker's last output (the initializer's exception is written to its stderr).
+  void (*initializer)() = nullptr;
+
   /// Where the workers' stdout and stderr lines go; empty means write_to_stderr (each line
   /// prefixed with the worker's slot, pid and running function). The last
   /// `crash_output_lines` lines of a worker are attached to the worker_crashed error of its task.
