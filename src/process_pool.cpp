@@ -17,6 +17,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -66,7 +67,8 @@ struct worker {
   bool greeted = false;   // it sent a valid hello
   bool retiring = false;  // its channel was closed so that it exits
   std::size_t tasks_run = 0;
-  int pending_signal = 0;  // a signal to send as soon as its pidfd arrives
+  bool channel_closed_alive = false;  // its channel ended while the process still ran
+  int pending_signal = 0;             // a signal to send as soon as its pidfd arrives
   std::shared_ptr<task> current;
   frame_header rx_header;
   byte_buffer rx_payload;
@@ -78,6 +80,29 @@ struct worker {
 };
 
 constexpr unsigned max_consecutive_start_failures = 5;
+
+// Whether the process has begun to exit. A dying process sets PF_EXITING before the kernel closes
+// its files, so a worker whose channel ended without this flag hung up while still running.
+auto exiting(pid_t pid) -> bool {
+  constexpr unsigned long pf_exiting = 0x4;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return true;
+  char buf[512];
+  const ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  unsigned long flags = 0;
+  char state = 0;
+  int ppid = 0, pgrp = 0, session = 0, tty = 0, tpgid = 0;
+  if (p == nullptr || std::sscanf(p + 1, " %c %d %d %d %d %d %lu", &state, &ppid, &pgrp, &session,
+                                  &tty, &tpgid, &flags) != 7) {
+    return true;
+  }
+  return (flags & pf_exiting) != 0 || state == 'Z' || state == 'X';
+}
 
 // A line longer than this is passed on in pieces, so a worker cannot make the pool buffer without
 // bound by never writing a newline.
@@ -549,14 +574,18 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // The worker broke the protocol: it is killed, and its task fails with worker_crashed.
   void violation(worker& w, std::string reason) {
     if (w.kill_reason.empty()) w.kill_reason = std::move(reason);
+    // Kill before closing: a worker blocked writing to the channel would otherwise die of SIGPIPE
+    // first, and its status would name that instead of the pool's kill.
+    kill(w, SIGKILL);
     boost::system::error_code ignored;
     w.channel.close(ignored);
-    kill(w, SIGKILL);
   }
 
   void channel_lost(worker& w) {
     // It died or closed its channel; either way it cannot serve. Its exit event finishes it.
-    if (!w.retiring) kill(w, SIGKILL);
+    if (w.retiring) return;
+    if (w.pid != 0 && w.kill_reason.empty() && !exiting(w.pid)) w.channel_closed_alive = true;
+    kill(w, SIGKILL);
   }
 
   void read_header(const std::shared_ptr<worker>& w) {
@@ -748,6 +777,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     if (sig == SIGXCPU && options_.cpu_time_limit.count() > 0 && w.kill_reason.empty()) {
       w.kill_reason = "exceeded pool_options::cpu_time_limit of " +
                       std::to_string(options_.cpu_time_limit.count()) + " s of CPU time";
+    }
+    // Only when our kill is what ended it; a worker that was dying anyway reports its own cause.
+    if (sig == SIGKILL && w.channel_closed_alive && w.kill_reason.empty()) {
+      w.kill_reason = "closed its channel to the pool";
     }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (auto t = std::exchange(w.current, nullptr)) {
