@@ -42,6 +42,7 @@ struct task {
   task_request request;
   task_completion done;
   bool running = false;
+  unsigned attempts = 0;                         // times it was written to a worker
   std::unique_ptr<asio::steady_timer> deadline;  // the task timeout, while it runs
   std::string name;  // the function's readable name, computed on first use
   // Set when the pool has decided how a running task ends (cancelled, pool closed) and is waiting
@@ -531,13 +532,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     h.size = t->request.frame.size() - sizeof h;
     std::memcpy(t->request.frame.data(), &h, sizeof h);
     start_deadline(w, t);
-    asio::async_write(w->channel, asio::buffer(t->request.frame),
-                      [self = shared_from_this(), w, t](boost::system::error_code ec, std::size_t) {
-                        std::lock_guard lock(self->mutex_);
-                        byte_buffer().swap(t->request.frame);  // the worker has it now
-                        if (self->destroyed_ || !ec) return;
-                        self->channel_lost(*w);
-                      });
+    const unsigned attempt = ++t->attempts;
+    asio::async_write(
+        w->channel, asio::buffer(t->request.frame),
+        [self = shared_from_this(), w, t, attempt](boost::system::error_code ec, std::size_t) {
+          std::lock_guard lock(self->mutex_);
+          // The worker has the frame now. Keep it if a crash may send it again, and
+          // never touch it once a later attempt (another write) owns it.
+          if (t->attempts == attempt && t->request.crash_retries == 0) {
+            byte_buffer().swap(t->request.frame);
+          }
+          if (self->destroyed_ || !ec) return;
+          self->channel_lost(*w);
+        });
   }
 
   // The task timeout counts from here, the moment a worker takes the task.
@@ -784,6 +791,17 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (auto t = std::exchange(w.current, nullptr)) {
+      if (!t->ending && t->request.crash_retries > 0 && !closing_ && !t->request.frame.empty()) {
+        // Run it again on another worker, ahead of everything queued.
+        --t->request.crash_retries;
+        t->running = false;
+        queue_.push_front(t);
+        ++stats_.retried;
+        replenish();
+        dispatch();
+        check_shutdown_done();
+        return;
+      }
       tasks_.erase(t->id);
       if (t->ending) {
         finish(*t, t->ending);

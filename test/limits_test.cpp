@@ -1,8 +1,12 @@
 // Recycling workers after N tasks, and a bounded queue.
 #include "procpool/pool_options.hpp"
 
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdio>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "procpool/process_pool.hpp"
@@ -47,6 +51,43 @@ TEST_F(Limits, SubmitsBeyondMaxQueueFailWithQueueFull) {
   EXPECT_THROW(get(running), pool_closed);
   EXPECT_THROW(get(queued1), pool_closed);
   EXPECT_THROW(get(queued2), pool_closed);
+}
+
+// Crashes the first time it runs for a given marker file, succeeds afterwards.
+auto crash_first_time(std::string marker) -> int {
+  if (::access(marker.c_str(), F_OK) != 0) {
+    std::fclose(std::fopen(marker.c_str(), "w"));
+    std::abort();
+  }
+  return 7;
+}
+
+TEST_F(Limits, ACrashRetryRunsTheTaskAgainOnAFreshWorker) {
+  process_pool pool{io_.get_executor(), {.workers = 1}};
+  const std::string marker =
+      ::testing::TempDir() + "procpool_crash_once_" + std::to_string(::getpid());
+  std::remove(marker.c_str());
+  EXPECT_EQ(get(pool.async_submit(task_options{.crash_retries = 1}, crash_first_time, marker,
+                                  asio::use_future)),
+            7);
+  EXPECT_EQ(pool.stats().retried, 1U);
+  EXPECT_EQ(pool.stats().crashed, 0U);
+  std::remove(marker.c_str());
+}
+
+TEST_F(Limits, CrashRetriesRunOutAndTheLastCrashIsReported) {
+  process_pool pool{io_.get_executor(), {.workers = 2}};
+  EXPECT_THROW(
+      get(pool.async_submit(task_options{.crash_retries = 2}, crash_abort, 0, asio::use_future)),
+      worker_crashed);
+  EXPECT_EQ(pool.stats().retried, 2U);
+  EXPECT_EQ(pool.stats().crashed, 1U);
+  // Exceptions are not crashes and are never retried.
+  EXPECT_THROW(get(pool.async_submit(
+                   task_options{.crash_retries = 2},
+                   [](int) -> int { throw std::runtime_error("no"); }, 0, asio::use_future)),
+               std::runtime_error);
+  EXPECT_EQ(pool.stats().retried, 2U);
 }
 
 int initialized_value = 0;  // set by the initializer, in workers only

@@ -189,6 +189,7 @@ class process_pool {
   static auto with_options(const task_options& options, detail::task_request request)
       -> detail::task_request {
     request.timeout = options.timeout;
+    request.crash_retries = options.crash_retries;
     return request;
   }
 

@@ -11,6 +11,11 @@ struct task_options {
   /// When it passes, the worker and everything the task started are killed (SIGKILL to its process
   /// group) and the task fails with timeout_error. Zero: use pool_options::task_timeout.
   std::chrono::milliseconds timeout{0};
+
+  /// If the task's worker crashes, run the task again on a fresh worker, up to this many times.
+  /// Only for idempotent tasks: the crashed attempt may have done part of its work. Exceptions,
+  /// timeouts and cancellation are never retried. Retried tasks go to the front of the queue.
+  unsigned crash_retries = 0;
 };
 
 }  // namespace procpool

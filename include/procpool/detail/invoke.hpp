@@ -96,6 +96,7 @@ struct task_request {
   std::uintptr_t function = 0;
   const std::type_info* callable_type = nullptr;  // set for lambdas, whose type names them best
   std::chrono::milliseconds timeout{0};           // 0: the pool's default
+  unsigned crash_retries = 0;
 };
 
 /// Encodes a call of `f(args...)` into a task frame, converting each argument to the function's
