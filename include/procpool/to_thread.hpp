@@ -36,28 +36,34 @@ auto async_to_thread(const Executor& threads, Token&& token, F f, Args... args) 
       [threads](auto handler, call c) {
         auto work = boost::asio::make_work_guard(
             boost::asio::get_associated_executor(handler, boost::asio::system_executor()));
+        // The call is destroyed on the thread before the completion is posted, and the work
+        // guard travels with the completion: once the caller resumes, nothing here touches the
+        // caller's objects or its execution context again.
         boost::asio::post(
             threads, [h = std::move(handler), w = std::move(work), c = std::move(c)]() mutable {
+              auto ex = w.get_executor();
               std::exception_ptr ep;
               if constexpr (std::is_void_v<R>) {
                 try {
-                  std::apply([](F& fn, Args&... a) { fn(a...); }, c);
+                  call local = std::move(c);
+                  std::apply([](F& fn, Args&... a) { fn(a...); }, local);
                 } catch (...) {
                   ep = std::current_exception();
                 }
-                boost::asio::post(w.get_executor(),
-                                  [h = std::move(h), ep]() mutable { std::move(h)(ep); });
+                boost::asio::post(
+                    ex, [h = std::move(h), w = std::move(w), ep]() mutable { std::move(h)(ep); });
               } else {
                 R value{};
                 try {
-                  value = std::apply([](F& fn, Args&... a) -> R { return fn(a...); }, c);
+                  call local = std::move(c);
+                  value = std::apply([](F& fn, Args&... a) -> R { return fn(a...); }, local);
                 } catch (...) {
                   ep = std::current_exception();
                 }
-                boost::asio::post(w.get_executor(),
-                                  [h = std::move(h), ep, v = std::move(value)]() mutable {
-                                    std::move(h)(ep, std::move(v));
-                                  });
+                boost::asio::post(
+                    ex, [h = std::move(h), w = std::move(w), ep, v = std::move(value)]() mutable {
+                      std::move(h)(ep, std::move(v));
+                    });
               }
             });
       },
