@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "support/pool_fixture.hpp"
 
@@ -17,7 +18,26 @@ auto read_file(const std::string& path) -> std::string {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
-using ToThread = PoolTest;
+// The default thread pool's threads outlive every test, and Asio forbids destroying an io_context
+// while another thread may still be inside post() on it — which a default-pool thread can be just
+// after the caller has resumed. So these tests run on an io_context that lives as long as the
+// program (a per-test io_context would race with that thread's return from post()).
+class ToThread : public ::testing::Test {
+ protected:
+  struct lasting_loop {
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
+    std::thread runner{[this] { io.run(); }};
+  };
+  static auto loop() -> lasting_loop& {
+    static auto* l = new lasting_loop;  // never destroyed, on purpose (see above)
+    return *l;
+  }
+  template <class Awaitable>
+  static auto run(Awaitable aw) {
+    return get(asio::co_spawn(loop().io, std::move(aw), asio::use_future));
+  }
+};
 
 TEST_F(ToThread, RunsOnAnotherThreadAndResumesOnTheCallersExecutor) {
   const std::string path = ::testing::TempDir() + "procpool_to_thread.txt";
@@ -26,10 +46,10 @@ TEST_F(ToThread, RunsOnAnotherThreadAndResumesOnTheCallersExecutor) {
       run([&]() -> asio::awaitable<std::tuple<std::string, std::thread::id, bool>> {
         auto s = co_await to_thread(read_file, path);
         auto id = co_await to_thread([] { return std::this_thread::get_id(); });
-        co_return std::tuple{s, id, io_.get_executor().running_in_this_thread()};
+        co_return std::tuple{s, id, loop().io.get_executor().running_in_this_thread()};
       });
   EXPECT_EQ(text, "contents");
-  EXPECT_NE(worker_thread, runner_.get_id());
+  EXPECT_NE(worker_thread, loop().runner.get_id());
   EXPECT_TRUE(resumed_on_io);
 }
 
