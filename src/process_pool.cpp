@@ -595,20 +595,27 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     kill(w, SIGKILL);
   }
 
+  // Completion of a read on a worker's channel: under the lock, a failed read means the channel is
+  // lost and a complete one goes on to `next`; then whatever output was collected goes to the sink.
+  auto channel_reader(const std::shared_ptr<worker>& w,
+                      void (pool_core::*next)(const std::shared_ptr<worker>&)) {
+    return [self = shared_from_this(), w, next](boost::system::error_code ec, std::size_t) {
+      {
+        std::lock_guard lock(self->mutex_);
+        if (self->destroyed_) return;
+        if (ec) {
+          self->channel_lost(*w);
+        } else {
+          ((*self).*next)(w);
+        }
+      }
+      self->flush_output();
+    };
+  }
+
   void read_header(const std::shared_ptr<worker>& w) {
     asio::async_read(w->channel, asio::buffer(&w->rx_header, sizeof w->rx_header),
-                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
-                       {
-                         std::lock_guard lock(self->mutex_);
-                         if (self->destroyed_) return;
-                         if (ec) {
-                           self->channel_lost(*w);
-                         } else {
-                           self->on_header(w);
-                         }
-                       }
-                       self->flush_output();
-                     });
+                     channel_reader(w, &pool_core::on_header));
   }
 
   void on_header(const std::shared_ptr<worker>& w) {
@@ -635,18 +642,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
     w->rx_payload.resize(h.size);
     asio::async_read(w->channel, asio::buffer(w->rx_payload),
-                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
-                       {
-                         std::lock_guard lock(self->mutex_);
-                         if (self->destroyed_) return;
-                         if (ec) {
-                           self->channel_lost(*w);
-                         } else {
-                           self->on_frame(w);
-                         }
-                       }
-                       self->flush_output();
-                     });
+                     channel_reader(w, &pool_core::on_frame));
   }
 
   void on_frame(const std::shared_ptr<worker>& w) {
