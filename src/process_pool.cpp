@@ -271,6 +271,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
     zygote_.close(ignored);
     for (auto& [id, w] : workers_) {
+      release_descriptors(*w);
       if (w->current) finish(*w->current, w->current->ending);
     }
     workers_.clear();
@@ -769,12 +770,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
   }
 
-  void on_worker_exit(worker& w, int status) {
+  // Closes everything the pool holds for a worker now, rather than when the last pending handler
+  // that refers to it runs, so a finished pool leaves no descriptor behind at any moment.
+  void release_descriptors(worker& w) {
     boost::system::error_code ignored;
     w.channel.close(ignored);
-    collect_output(w);
     close_output(w, output_stream::out);
     close_output(w, output_stream::err);
+    w.pidfd.reset();
+  }
+
+  void on_worker_exit(worker& w, int status) {
+    collect_output(w);
+    release_descriptors(w);
     if (w.slot < slots_.size()) slots_[w.slot] = false;
     const int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     if (sig == SIGXCPU && options_.cpu_time_limit.count() > 0 && w.kill_reason.empty()) {
@@ -855,8 +863,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     // Without the fork server nobody reports these workers' deaths; they die with it (their parent
     // death signal), so end their tasks now.
     for (auto& [id, w] : workers_) {
-      boost::system::error_code ignored;
-      w->channel.close(ignored);
+      release_descriptors(*w);
       if (auto t = std::exchange(w->current, nullptr)) {
         tasks_.erase(t->id);
         finish(*t, t->ending ? t->ending : std::make_exception_ptr(worker_start_failed(why)));

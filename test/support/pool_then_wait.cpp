@@ -8,17 +8,20 @@
 #include <boost/asio/use_future.hpp>
 #include <cstdio>
 #include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
 namespace asio = boost::asio;
 
-static auto spin(int) -> int {
+// Says which worker it occupies, then keeps it busy forever.
+static auto announce_then_spin(int) -> int {
+  std::printf("busy %d\n", static_cast<int>(::getpid()));
+  std::fflush(stdout);
   volatile unsigned long n = 0;
   for (;;) n = n + 1;
-}
-static auto my_pid(int) -> int {
-  return static_cast<int>(::getpid());
 }
 
 static auto fork_server_pid() -> int {
@@ -44,15 +47,24 @@ int main() {
   asio::io_context io;
   auto work = asio::make_work_guard(io);
   std::thread runner([&] { io.run(); });
-  procpool::process_pool pool{io.get_executor(), {.workers = 2}};
-  const int a = pool.async_submit(my_pid, 0, asio::use_future).get();
-  const int b = pool.async_submit(my_pid, 0, asio::use_future).get();
-  auto busy1 = pool.async_submit(spin, 0, asio::use_future);
-  auto busy2 = pool.async_submit(spin, 0, asio::use_future);
-  const auto pids = pool.worker_pids();
-  std::printf("pids: %d %d %d\n", fork_server_pid(), pids.at(0), pids.at(1));
+  // Two tasks that never finish occupy both workers; each announces its pid on its stdout, which
+  // the pool forwards here line by line.
+  std::mutex mutex;
+  std::set<int> busy;
+  std::promise<void> both_busy;
+  procpool::output_sink sink = [&](const procpool::output_line& line) {
+    if (line.text.rfind("busy ", 0) != 0) return;
+    std::lock_guard lock(mutex);
+    if (busy.insert(std::atoi(std::string(line.text.substr(5)).c_str())).second &&
+        busy.size() == 2) {
+      both_busy.set_value();
+    }
+  };
+  procpool::process_pool pool{io.get_executor(), {.workers = 2, .output = sink}};
+  auto busy1 = pool.async_submit(announce_then_spin, 0, asio::use_future);
+  auto busy2 = pool.async_submit(announce_then_spin, 1, asio::use_future);
+  both_busy.get_future().wait();
+  std::printf("pids: %d %d %d\n", fork_server_pid(), *busy.begin(), *busy.rbegin());
   std::fflush(stdout);
-  (void)a;
-  (void)b;
   for (;;) ::pause();
 }
