@@ -1,5 +1,4 @@
 // procpool - identifying the build a process runs, so workers can prove they match their parent.
-#include <dirent.h>
 #include <elf.h>
 #include <link.h>
 
@@ -50,17 +49,6 @@ auto read_build_id() -> std::string {
 auto build_id() -> const std::string& {
   static const std::string id = read_build_id();
   return id;
-}
-
-auto thread_count() -> std::size_t {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (const dirent* e = ::readdir(d)) {
-      if (e->d_name[0] != '.') ++n;
-    }
-    ::closedir(d);
-  }
-  return n;
 }
 
 }  // namespace procpool::detail

@@ -19,9 +19,6 @@ auto build_id() -> const std::string&;
 /// A readable name for the function a task runs: a lambda's type, or the symbol at `function`.
 auto function_name(std::uintptr_t function, const std::type_info* callable_type) -> std::string;
 
-/// Number of threads in this process, from /proc/self/task.
-auto thread_count() -> std::size_t;
-
 /// What a worker applies to itself before it serves.
 struct worker_setup {
   std::uint64_t memory_limit_bytes = 0;  // RLIMIT_AS; 0: none

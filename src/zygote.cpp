@@ -1,6 +1,7 @@
 // procpool - the fork server ("zygote"): a single-threaded child forked before the program starts
 // threads; it forks every worker, reaps them, and reports their exit status to the pool that owns
 // them. See docs/design.md, "Processes and who owns them".
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -38,8 +39,19 @@ constexpr std::size_t max_passed_fds = 3;
 struct zygote_handle {
   std::mutex mutex;
   unique_fd root;  // to the server; carries new per-pool connections
-  pid_t pid = 0;
 };
+
+// Number of threads in this process, from /proc/self/task.
+auto thread_count() -> std::size_t {
+  std::size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/task")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+  }
+  return n;
+}
 
 auto handle() -> zygote_handle& {
   static zygote_handle h;
@@ -316,7 +328,6 @@ void start_zygote() {
   }
   ::close(sv[1]);
   h.root.reset(sv[0]);
-  h.pid = pid;
 }
 
 auto connect_zygote() -> unique_fd {
