@@ -1,6 +1,9 @@
 // Which values cross the process boundary, and that they arrive intact.
 #include "procpool/transfer.hpp"
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -8,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "procpool/detail/codec.hpp"
+#include "procpool/detail/wire.hpp"
 #include "procpool/process_pool.hpp"
 #include "support/pool_fixture.hpp"
 
@@ -130,6 +135,53 @@ TEST_F(Transfer, AnOversizedResultIsTreatedAsThatWorkersFault) {
     EXPECT_TRUE(process_gone(e.pid()));
   }
   EXPECT_EQ(get(pool.async_submit(long_text, 10, asio::use_future)), "rrrrrrrrrr");
+}
+
+TEST(Decoding, ALengthClaimingMoreThanTheBytesLeftIsRefusedBeforeAllocating) {
+  detail::byte_buffer forged;
+  detail::encode_into(forged, std::uint64_t{1} << 40);  // "a string of 1 TiB follows"
+  forged.resize(forged.size() + 3, std::byte{'a'});
+  std::string s;
+  try {
+    detail::decode_from(forged, s);
+    FAIL() << "expected serialization_error";
+  } catch (const serialization_error& e) {
+    EXPECT_NE(std::string(e.what()).find("a length of 1099511627776 with only 3 bytes left"),
+              std::string::npos)
+        << e.what();
+  }
+  std::vector<std::vector<int>> nested;
+  EXPECT_THROW(detail::decode_from(forged, nested), serialization_error);
+}
+
+// Writes, instead of returning, a well-formed result frame for the task it runs whose payload
+// claims a 1 GiB string but holds 8 bytes; then exits once the pool closes its channel.
+auto forge_huge_string_result(std::uint64_t task_id) -> std::string {
+  detail::byte_buffer payload;
+  detail::encode_into(payload, std::uint64_t{1} << 30);
+  payload.resize(payload.size() + 8, std::byte{'x'});
+  detail::frame_header h;
+  h.kind = detail::frame_kind::result;
+  h.task_id = task_id;
+  h.size = payload.size();
+  (void)!::write(3, &h, sizeof h);
+  (void)!::write(3, payload.data(), payload.size());
+  for (char c; ::read(3, &c, 1) > 0;) {
+  }
+  ::_exit(0);
+}
+
+TEST_F(Transfer, AResultClaimingMoreThanItHoldsFailsOnlyThatTaskWithSerializationError) {
+  // Recycling after one task retires the forging worker before the next task can reach it.
+  process_pool pool{io_.get_executor(), {.workers = 1, .max_tasks_per_worker = 1}};
+  // Task ids start at 1 in a new pool; the forging task is the pool's first.
+  try {
+    get(pool.async_submit(forge_huge_string_result, std::uint64_t{1}, asio::use_future));
+    FAIL() << "expected serialization_error";
+  } catch (const serialization_error& e) {
+    EXPECT_NE(std::string(e.what()).find("1073741824"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(get(pool.async_submit(long_text, 3, asio::use_future)), "rrr");
 }
 
 }  // namespace

@@ -13,7 +13,6 @@
 // type qualifies; submitting a function whose parameter or result does not is a compile-time error.
 #pragma once
 
-#include <cereal/archives/binary.hpp>
 #include <cereal/types/array.hpp>
 #include <cereal/types/chrono.hpp>
 #include <cereal/types/complex.hpp>
@@ -30,6 +29,8 @@
 #include <cstddef>
 #include <type_traits>
 #include <vector>
+
+#include "procpool/detail/archive.hpp"
 
 namespace procpool::detail {
 
@@ -65,7 +66,7 @@ inline constexpr bool is_cereal_std_type_v<cereal::MapItem<K, V>> = true;
 template <class T>
 inline constexpr bool is_cereal_std_type_v<cereal::DeferredData<T>> = true;
 
-template <class T, class Out = cereal::BinaryOutputArchive, class In = cereal::BinaryInputArchive>
+template <class T, class Out = byte_output_archive, class In = byte_input_archive>
 inline constexpr bool has_member_serialization_v =
     cereal::traits::has_member_serialize<T, Out>::value ||
     cereal::traits::has_member_versioned_serialize<T, Out>::value ||
@@ -93,12 +94,14 @@ void CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, T& value) {
 
 // Contiguous byte buffers are copied in one piece (cereal would go element by element).
 template <class Alloc>
-void CEREAL_SAVE_FUNCTION_NAME(BinaryOutputArchive& ar, const std::vector<std::byte, Alloc>& v) {
+void CEREAL_SAVE_FUNCTION_NAME(procpool::detail::byte_output_archive& ar,
+                               const std::vector<std::byte, Alloc>& v) {
   ar(make_size_tag(static_cast<size_type>(v.size())));
   ar(binary_data(v.data(), v.size()));
 }
 template <class Alloc>
-void CEREAL_LOAD_FUNCTION_NAME(BinaryInputArchive& ar, std::vector<std::byte, Alloc>& v) {
+void CEREAL_LOAD_FUNCTION_NAME(procpool::detail::byte_input_archive& ar,
+                               std::vector<std::byte, Alloc>& v) {
   size_type size{};
   ar(make_size_tag(size));
   v.resize(static_cast<std::size_t>(size));
@@ -113,7 +116,7 @@ namespace procpool {
 template <class T>
 concept transferable = std::is_void_v<T> ||
     (!std::is_pointer_v<std::decay_t<T>> && std::is_default_constructible_v<std::decay_t<T>> &&
-     cereal::traits::is_output_serializable<std::decay_t<T>, cereal::BinaryOutputArchive>::value &&
-     cereal::traits::is_input_serializable<std::decay_t<T>, cereal::BinaryInputArchive>::value);
+     cereal::traits::is_output_serializable<std::decay_t<T>, detail::byte_output_archive>::value &&
+     cereal::traits::is_input_serializable<std::decay_t<T>, detail::byte_input_archive>::value);
 
 }  // namespace procpool
