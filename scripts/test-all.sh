@@ -10,3 +10,5 @@ for preset in dev asan tsan; do
   echo "=== preset ${preset} ==="
   cmake --workflow --preset "${preset}"
 done
+echo "=== fuzz (60 s from the seed corpus) ==="
+./scripts/fuzz.sh 60

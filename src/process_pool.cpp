@@ -24,7 +24,7 @@
 #include <mutex>
 #include <thread>
 
-#include "exception_codec.hpp"
+#include "frame_check.hpp"
 #include "internal.hpp"
 #include "procpool/detail/pool_core.hpp"
 #include "procpool/detail/wire.hpp"
@@ -621,26 +621,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   void on_header(const std::shared_ptr<worker>& w) {
     const frame_header& h = w->rx_header;
-    if (h.magic != frame_magic) return violation(*w, "sent a frame with a bad magic number");
-    if (h.size > options_.max_message_bytes) {
-      return violation(*w, "sent a frame of " + std::to_string(h.size) +
-                               " bytes, more than pool_options::max_message_bytes");
-    }
-    switch (h.kind) {
-      case frame_kind::hello:
-        if (w->greeted) return violation(*w, "sent a second hello");
-        break;
-      case frame_kind::result:
-      case frame_kind::exception:
-        if (!w->current || w->current->id != h.task_id) {
-          return violation(*w, "sent a result for task " + std::to_string(h.task_id) +
-                                   ", which it was not running");
-        }
-        break;
-      default:
-        return violation(*w, "sent a frame of unknown kind " +
-                                 std::to_string(static_cast<std::uint32_t>(h.kind)));
-    }
+    const channel_state state{w->greeted, w->current ? w->current->id : 0,
+                              options_.max_message_bytes};
+    if (auto wrong = check_header(h, state); !wrong.empty()) return violation(*w, std::move(wrong));
     w->rx_payload.resize(h.size);
     asio::async_read(w->channel, asio::buffer(w->rx_payload),
                      channel_reader(w, &pool_core::on_frame));
@@ -650,18 +633,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     byte_buffer payload = std::move(w->rx_payload);
     switch (w->rx_header.kind) {
       case frame_kind::hello: {
-        std::uint32_t version = 0;
-        std::string id;
-        std::int32_t pid = 0;
-        try {
-          decode_from(payload, version, id, pid);
-        } catch (const std::exception& e) {
-          return violation(*w, std::string("sent a malformed hello: ") + e.what());
-        }
-        if (version != protocol_version || id != build_id()) {
-          return violation(*w, "runs a different build of the program (build id " + id +
-                                   ", expected " + build_id() + ")");
-        }
+        if (auto wrong = check_hello(payload, build_id()); !wrong.empty())
+          return violation(*w, std::move(wrong));
         w->greeted = true;
         if (w->spawned) consecutive_start_failures_ = 0;
         dispatch();
@@ -674,13 +647,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         collect_output(*w);
         std::exception_ptr ep;
         if (w->rx_header.kind == frame_kind::exception) {
-          exception_envelope env;
-          try {
-            decode_from(payload, env);
-          } catch (const std::exception& e) {
-            return violation(*w, std::string("sent a malformed exception: ") + e.what());
-          }
-          ep = rebuild_exception(env, name_of(*t), w->pid);
+          std::string wrong;
+          ep = decode_exception(payload, name_of(*t), w->pid, wrong);
+          if (!ep) return violation(*w, std::move(wrong));
           ++stats_.failed;
         } else {
           ++stats_.completed;

@@ -154,6 +154,14 @@ TEST(Decoding, ALengthClaimingMoreThanTheBytesLeftIsRefusedBeforeAllocating) {
   EXPECT_THROW(detail::decode_from(forged, nested), serialization_error);
 }
 
+TEST(Decoding, AByteThatIsNeitherZeroNorOneIsRefusedAsABool) {
+  const detail::byte_buffer forged{std::byte{17}};
+  std::optional<int> value;  // an optional starts with a bool
+  EXPECT_THROW(detail::decode_from(forged, value), serialization_error);
+  bool flag = false;
+  EXPECT_THROW(detail::decode_from(forged, flag), serialization_error);
+}
+
 // Writes, instead of returning, a well-formed result frame for the task it runs whose payload
 // claims a 1 GiB string but holds 8 bytes; then exits once the pool closes its channel.
 auto forge_huge_string_result(std::uint64_t task_id) -> std::string {

@@ -84,9 +84,16 @@ std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(
   ar.save_bytes(std::addressof(t), sizeof t);
 }
 template <class T>
-std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(
+std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(
     procpool::detail::byte_input_archive& ar, T& t) {
   ar.load_bytes(std::addressof(t), sizeof t);
+}
+// A byte other than 0 or 1 copied into a bool is undefined behaviour; refuse it instead.
+inline void CEREAL_LOAD_FUNCTION_NAME(procpool::detail::byte_input_archive& ar, bool& t) {
+  unsigned char byte = 0;
+  ar.load_bytes(&byte, 1);
+  if (byte > 1) throw cereal::Exception("a bool encoded as " + std::to_string(byte));
+  t = byte == 1;
 }
 
 template <class T>
