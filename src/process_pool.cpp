@@ -42,6 +42,7 @@ struct task {
   task_request request;
   task_completion done;
   bool running = false;
+  bool parked = false;                           // waiting for room in a full queue
   unsigned attempts = 0;                         // times it was written to a worker
   std::unique_ptr<asio::steady_timer> deadline;  // the task timeout, while it runs
   std::string name;  // the function's readable name, computed on first use
@@ -162,11 +163,17 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                                          " bytes, more than pool_options::max_message_bytes")));
       return;
     }
-    if (options_.max_queue != 0 && queue_.size() >= options_.max_queue) {
-      ++stats_.rejected;
-      finish(*t, std::make_exception_ptr(queue_full(
-                     "procpool: the queue holds pool_options::max_queue = " +
-                     std::to_string(options_.max_queue) + " tasks; the pool is overloaded")));
+    if (!has_room()) {
+      if (options_.when_queue_full == queue_full_action::fail) {
+        ++stats_.rejected;
+        finish(*t, std::make_exception_ptr(queue_full(
+                       "procpool: the queue holds pool_options::max_queue = " +
+                       std::to_string(options_.max_queue) + " tasks; the pool is overloaded")));
+        return;
+      }
+      t->parked = true;
+      tasks_[t->id] = t;
+      waiting_.push_back(t);
       return;
     }
     tasks_[t->id] = t;
@@ -185,10 +192,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     if (it == tasks_.end()) return;
     auto t = it->second;
     if (!t->running) {
-      queue_.erase(std::find(queue_.begin(), queue_.end(), t));
+      auto& holder = t->parked ? waiting_ : queue_;
+      holder.erase(std::find(holder.begin(), holder.end(), t));
       tasks_.erase(it);
       ++stats_.cancelled;
       finish(*t, std::make_exception_ptr(cancelled("procpool: task cancelled before it started")));
+      admit_waiting();
       return;
     }
     if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none || t->ending)
@@ -209,6 +218,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       return;
     }
     closing_ = true;
+    fail_room_waiters();
     if (mode == shutdown_mode::immediate) abandon_tasks(SIGKILL);
     shutdown_waiters_.push_back(std::move(done));
     dispatch();
@@ -296,7 +306,28 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         ++s.idle;
     }
     s.queued = queue_.size();
+    s.waiting = waiting_.size();
     return s;
+  }
+
+  void wait_for_room(std::uint64_t id, room_completion done) {
+    std::lock_guard lock(mutex_);
+    if (closing_) {
+      std::move(done)(std::make_exception_ptr(
+          pool_closed("procpool: waited for room in a pool that was shut down")));
+    } else if (has_room()) {
+      std::move(done)(nullptr);
+    } else {
+      room_waiters_.emplace(id, std::move(done));
+    }
+  }
+
+  void cancel_room_wait(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    auto node = room_waiters_.extract(id);
+    if (node.empty()) return;
+    std::move(node.mapped())(std::make_exception_ptr(
+        cancelled("procpool: the wait for room in the queue was cancelled")));
   }
 
   auto worker_pids() const -> std::vector<int> {
@@ -333,12 +364,15 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // Fails queued tasks with pool_closed, and marks running tasks to end that way once `signal`
   // has stopped their workers.
   void abandon_tasks(int signal) {
-    for (auto& t : queue_) {
-      tasks_.erase(t->id);
-      finish(*t, std::make_exception_ptr(
-                     pool_closed("procpool: the pool shut down before the task started")));
+    fail_room_waiters();
+    for (auto* holder : {&waiting_, &queue_}) {
+      for (auto& t : *holder) {
+        tasks_.erase(t->id);
+        finish(*t, std::make_exception_ptr(
+                       pool_closed("procpool: the pool shut down before the task started")));
+      }
+      holder->clear();
     }
-    queue_.clear();
     for (auto& [id, w] : workers_) {
       if (!w->current || w->current->ending) continue;
       w->current->ending = std::make_exception_ptr(
@@ -518,9 +552,45 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         auto t = queue_.front();
         queue_.pop_front();
         assign(w, t);
+        admit_waiting();  // so a later idle worker in this loop finds the next waiting task
       } else if (closing_) {
         retire(*w);
       }
+    }
+    admit_waiting();
+  }
+
+  // ---- backpressure (pool_options::max_queue) ----
+
+  [[nodiscard]] auto has_room() const -> bool {
+    return options_.max_queue == 0 || (queue_.size() < options_.max_queue && waiting_.empty());
+  }
+
+  // Moves waiting tasks into the queue while it has room, in submission order; then releases
+  // everyone awaiting room if some is left.
+  void admit_waiting() {
+    while (!waiting_.empty() && queue_.size() < options_.max_queue) {
+      auto t = waiting_.front();
+      waiting_.pop_front();
+      t->parked = false;
+      queue_.push_back(t);
+    }
+    notify_room();
+  }
+
+  void notify_room() {
+    if (room_waiters_.empty() || !has_room()) return;
+    auto waiters = std::move(room_waiters_);
+    room_waiters_.clear();
+    for (auto& [id, done] : waiters) std::move(done)(nullptr);
+  }
+
+  void fail_room_waiters() {
+    auto waiters = std::move(room_waiters_);
+    room_waiters_.clear();
+    for (auto& [id, done] : waiters) {
+      std::move(done)(std::make_exception_ptr(
+          pool_closed("procpool: the pool shut down while waiting for room in its queue")));
     }
   }
 
@@ -818,11 +888,14 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   void fail_queue(const std::string& why) {
-    for (auto& t : queue_) {
-      tasks_.erase(t->id);
-      finish(*t, std::make_exception_ptr(worker_start_failed(why)));
+    for (auto* holder : {&queue_, &waiting_}) {
+      for (auto& t : *holder) {
+        tasks_.erase(t->id);
+        finish(*t, std::make_exception_ptr(worker_start_failed(why)));
+      }
+      holder->clear();
     }
-    queue_.clear();
+    notify_room();
   }
 
   void lose_zygote(const std::string& why) {
@@ -867,6 +940,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
   std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
   std::deque<std::shared_ptr<task>> queue_;
+  std::deque<std::shared_ptr<task>> waiting_;  // submitted while the queue was full (max_queue)
+  std::map<std::uint64_t, room_completion> room_waiters_;  // async_wait_for_room, in call order
   std::atomic<std::uint64_t> next_task_id_{1};
   std::uint64_t next_spawn_id_ = 1;
   bool closing_ = false;
@@ -896,6 +971,14 @@ void submit(pool_core& core, std::uint64_t id, task_request request, task_comple
 
 void cancel(pool_core& core, std::uint64_t task_id, asio::cancellation_type type) {
   core.cancel(task_id, type);
+}
+
+void wait_for_room(pool_core& core, std::uint64_t id, room_completion done) {
+  core.wait_for_room(id, std::move(done));
+}
+
+void cancel_room_wait(pool_core& core, std::uint64_t id) {
+  core.cancel_room_wait(id);
 }
 
 void shutdown(pool_core& core, shutdown_mode mode, shutdown_completion done) {

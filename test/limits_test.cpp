@@ -1,4 +1,4 @@
-// Recycling workers after N tasks, and a bounded queue.
+// Recycling, crash retries, the worker initializer, and CPU-time and memory limits.
 #include "procpool/pool_options.hpp"
 
 #include <unistd.h>
@@ -29,28 +29,6 @@ TEST_F(Limits, AWorkerIsReplacedAfterMaxTasksPerWorker) {
   EXPECT_EQ(pids[4], pids[5]);
   EXPECT_NE(pids[5], pids[6]);
   EXPECT_EQ(pool.stats().recycled, 2U);
-}
-
-TEST_F(Limits, SubmitsBeyondMaxQueueFailWithQueueFull) {
-  std::future<int> running, queued1, queued2;
-  {
-    process_pool pool{io_.get_executor(), {.workers = 1, .max_queue = 2}};
-    get(pool.async_submit(square, 1, asio::use_future));             // the worker is up and idle
-    running = pool.async_submit(spin_forever, 0, asio::use_future);  // taken at once
-    queued1 = pool.async_submit(square, 2, asio::use_future);
-    queued2 = pool.async_submit(square, 3, asio::use_future);
-    try {
-      get(pool.async_submit(square, 4, asio::use_future));
-      FAIL() << "expected queue_full";
-    } catch (const queue_full& e) {
-      EXPECT_EQ(e.advice(), advice::retry);
-    }
-    EXPECT_EQ(pool.stats().rejected, 1U);
-    EXPECT_EQ(pool.stats().queued, 2U);
-  }
-  EXPECT_THROW(get(running), pool_closed);
-  EXPECT_THROW(get(queued1), pool_closed);
-  EXPECT_THROW(get(queued2), pool_closed);
 }
 
 // Crashes the first time it runs for a given marker file, succeeds afterwards.

@@ -8,6 +8,12 @@
 
 namespace procpool {
 
+/// What a submit does when pool_options::max_queue tasks are already queued.
+enum class queue_full_action {
+  wait,  ///< hold the task until the queue has room
+  fail,  ///< complete at once with queue_full (for callers that shed load themselves)
+};
+
 /// Options for procpool::process_pool. Every field has a usable default.
 struct pool_options {
   /// Number of worker processes; 0 means one per hardware thread
@@ -30,9 +36,15 @@ struct pool_options {
   /// zero means never. The replacement starts at once, while the old worker exits.
   std::size_t max_tasks_per_worker = 0;
 
-  /// Most tasks that may wait for a worker; zero means no limit. A submit beyond it completes at
-  /// once with queue_full.
+  /// Most tasks that may wait for a worker; zero means no limit. What a submit beyond it does is
+  /// `when_queue_full`'s choice.
   std::size_t max_queue = 0;
+
+  /// With a full queue, a submit either waits for room (its task is held, in submission order,
+  /// and enters the queue as tasks leave it; cancellable while it waits) or completes at once
+  /// with queue_full. A waiting submit still holds its encoded arguments: a producer that must
+  /// keep memory flat awaits process_pool::async_wait_for_room before creating the next task.
+  queue_full_action when_queue_full = queue_full_action::wait;
 
   /// Address-space limit of each worker (RLIMIT_AS), in bytes; zero means none. An allocation
   /// beyond it fails inside the task (std::bad_alloc comes back to the caller, the worker lives).

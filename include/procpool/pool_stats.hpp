@@ -12,6 +12,7 @@ struct pool_stats {
   std::size_t busy = 0;         ///< workers running a task
   std::size_t idle = 0;         ///< workers ready for a task
   std::size_t queued = 0;       ///< tasks waiting for a worker
+  std::size_t waiting = 0;      ///< submits waiting for room in a full queue (max_queue)
   std::uint64_t completed = 0;  ///< tasks that returned a value
   std::uint64_t failed = 0;     ///< tasks that threw in the worker
   std::uint64_t crashed = 0;    ///< tasks whose worker died under them

@@ -157,6 +157,50 @@ class process_pool {
         boost::asio::use_awaitable);
   }
 
+  /// Waits until the queue has room for another task (see pool_options::max_queue): the
+  /// backpressure point for a producer that creates tasks faster than the pool runs them.
+  ///
+  ///     for (auto& item : items) {
+  ///       co_await pool.wait_for_room();   // at most max_queue tasks wait in the pool
+  ///       co_spawn(ex, handle(pool, item), detached);
+  ///     }
+  ///
+  /// Completion signature `void(std::exception_ptr)`: null when there is room (at once when the
+  /// queue has room or max_queue is 0); pool_closed once the pool is shut down. Called exactly
+  /// once, never inline, through the handler's associated executor. Room is not reserved: several
+  /// producers released together may find the queue full again, and their submits then wait
+  /// (or fail, with queue_full_action::fail).
+  ///
+  /// Cancellation: any type completes the wait with procpool::cancelled.
+  template <class Token>
+  auto async_wait_for_room(Token&& token) {
+    return boost::asio::async_initiate<Token, void(std::exception_ptr)>(
+        [core = core_, ex = executor_](auto handler) {
+          using handler_t = decltype(handler);
+          auto slot = boost::asio::get_associated_cancellation_slot(handler);
+          auto work =
+              boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
+          const std::uint64_t id = detail::reserve_task_id(*core);
+          if (slot.is_connected()) {
+            slot.assign([weak = std::weak_ptr<detail::pool_core>(core),
+                         id](boost::asio::cancellation_type) {
+              if (auto c = weak.lock()) detail::cancel_room_wait(*c, id);
+            });
+          }
+          detail::wait_for_room(
+              *core, id,
+              [done =
+                   detail::submit_completer<void, handler_t>{std::move(handler), std::move(work)}](
+                  std::exception_ptr ep) mutable { done(ep, {}); });
+        },
+        token);
+  }
+
+  /// `co_await pool.wait_for_room()`; throws pool_closed once the pool is shut down.
+  auto wait_for_room() -> boost::asio::awaitable<void> {
+    return async_wait_for_room(boost::asio::use_awaitable);
+  }
+
   /// Stops the pool (see shutdown_mode). Completion signature `void()`; called exactly once, never
   /// inline, after every worker has exited and been reaped. Not cancellable. Later submits fail
   /// with pool_closed.

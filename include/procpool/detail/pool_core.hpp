@@ -36,6 +36,13 @@ void submit(pool_core& core, std::uint64_t id, task_request request, task_comple
 /// Applies a cancellation request to a task, if it is still pending.
 void cancel(pool_core& core, std::uint64_t task_id, boost::asio::cancellation_type type);
 
+/// Calls `done` (exactly once; possibly before this returns, so it must only hand the outcome on)
+/// as soon as the queue has room for another task: at once when it has, or when max_queue is 0;
+/// with pool_closed once the pool is shut down; with cancelled after cancel_room_wait.
+using room_completion = unique_function<void(std::exception_ptr)>;
+void wait_for_room(pool_core& core, std::uint64_t id, room_completion done);
+void cancel_room_wait(pool_core& core, std::uint64_t id);
+
 void shutdown(pool_core& core, shutdown_mode mode, shutdown_completion done);
 
 /// Stops everything now: terminate, grace period, kill; reaps every worker. Bounded; never blocks
