@@ -51,7 +51,7 @@ remote_error::remote_error(std::string type_name, std::string message, std::stri
       pid_(pid) {}
 
 worker_crashed::worker_crashed(pid_t pid, int sig, int exit_code, std::string function,
-                               std::string detail, std::string output_tail)
+                               std::string detail, std::string output_tail, bool out_of_memory)
     : error(describe_crash(pid, sig, exit_code, function, detail, output_tail),
             advice::retry_if_idempotent),
       pid_(pid),
@@ -59,6 +59,7 @@ worker_crashed::worker_crashed(pid_t pid, int sig, int exit_code, std::string fu
       exit_code_(exit_code),
       function_(std::move(function)),
       detail_(std::move(detail)),
-      output_tail_(std::move(output_tail)) {}
+      output_tail_(std::move(output_tail)),
+      out_of_memory_(out_of_memory) {}
 
 }  // namespace procpool

@@ -24,6 +24,7 @@ struct worker_setup {
   std::uint64_t memory_limit_bytes = 0;  // RLIMIT_AS; 0: none
   std::uint64_t cpu_seconds = 0;         // RLIMIT_CPU per task; 0: none
   std::uint64_t initializer = 0;         // void(*)() to run first; 0: none
+  std::uint64_t memory_max_bytes = 0;    // its own memory cgroup's limit; 0: none
 };
 
 /// Runs the worker loop on `channel` (fd) until the parent closes it, then exits the process.
@@ -46,9 +47,15 @@ struct zygote_event {
   zygote_event_kind kind{};
   std::int32_t pid = 0;
   std::uint64_t spawn_id = 0;
-  std::int32_t status = 0;  // waitpid status (exited) or errno (spawn_failed)
-  std::int32_t reserved = 0;
+  std::int32_t status = 0;   // waitpid status (exited) or errno (spawn_failed)
+  std::uint32_t memory = 0;  // exited: one of the zygote_memory_* verdicts
 };
+
+/// Why an exited worker may have died of memory exhaustion.
+inline constexpr std::uint32_t zygote_memory_unknown = 0;
+inline constexpr std::uint32_t zygote_memory_cgroup_oom = 1;  // its own cgroup recorded an OOM kill
+inline constexpr std::uint32_t zygote_memory_system_oom = 2;  // SIGKILLed while the kernel's OOM
+                                                              // killer acted somewhere
 
 /// Starts the fork server now if it is not running. Requires a single-threaded process.
 void start_zygote();

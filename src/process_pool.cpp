@@ -106,6 +106,21 @@ auto exiting(pid_t pid) -> bool {
   return (flags & pf_exiting) != 0 || state == 'Z' || state == 'X';
 }
 
+// A process's resident memory, from /proc (the worker cannot misreport it); 0 if unreadable.
+auto resident_bytes(pid_t pid) -> std::size_t {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/statm", static_cast<int>(pid));
+  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return 0;
+  char buf[128];
+  const ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long size = 0, resident = 0;
+  if (std::sscanf(buf, "%lu %lu", &size, &resident) != 2) return 0;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
 // A line longer than this is passed on in pieces, so a worker cannot make the pool buffer without
 // bound by never writing a newline.
 constexpr std::size_t max_line_bytes = 64 * 1024;
@@ -414,6 +429,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     zygote_request req;
     req.spawn_id = w->spawn_id;
     req.setup.memory_limit_bytes = options_.memory_limit_bytes;
+    req.setup.memory_max_bytes = options_.memory_max_bytes;
     req.setup.cpu_seconds = static_cast<std::uint64_t>(options_.cpu_time_limit.count());
     req.setup.initializer = reinterpret_cast<std::uintptr_t>(options_.initializer);
     const std::array<int, 3> fds{theirs.get(), out_write.get(), err_write.get()};
@@ -496,8 +512,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   void add_line(worker& w, output_stream s, std::string text) {
-    w.tail.push_back(text);
-    while (w.tail.size() > options_.crash_output_lines) w.tail.pop_front();
+    if (s == output_stream::err || options_.crash_output_includes_stdout) {
+      w.tail.push_back(text);
+      while (w.tail.size() > options_.crash_output_lines) w.tail.pop_front();
+    }
     pending_output_.push_back(
         {w.slot, w.pid, s, w.current ? name_of(*w.current) : std::string(), std::move(text)});
   }
@@ -727,8 +745,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         w->current.reset();
         tasks_.erase(t->id);
         finish(*t, ep, ep ? byte_buffer{} : std::move(payload));
-        if (options_.max_tasks_per_worker != 0 && ++w->tasks_run >= options_.max_tasks_per_worker &&
-            !closing_) {
+        ++w->tasks_run;
+        const bool worn_out =
+            (options_.max_tasks_per_worker != 0 && w->tasks_run >= options_.max_tasks_per_worker) ||
+            (options_.max_worker_rss_bytes != 0 &&
+             resident_bytes(w->pid) > options_.max_worker_rss_bytes);
+        if (worn_out && !closing_) {
           ++stats_.recycled;
           retire(*w);
           replenish();  // the replacement starts now, while the old worker exits
@@ -803,7 +825,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         if (it == workers_.end()) return;
         auto w = it->second;
         workers_.erase(it);
-        on_worker_exit(*w, e.status);
+        on_worker_exit(*w, e.status, e.memory);
         return;
       }
     }
@@ -819,7 +841,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     w.pidfd.reset();
   }
 
-  void on_worker_exit(worker& w, int status) {
+  void on_worker_exit(worker& w, int status, std::uint32_t memory) {
     collect_output(w);
     release_descriptors(w);
     if (w.slot < slots_.size()) slots_[w.slot] = false;
@@ -831,6 +853,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     // Only when our kill is what ended it; a worker that was dying anyway reports its own cause.
     if (sig == SIGKILL && w.channel_closed_alive && w.kill_reason.empty()) {
       w.kill_reason = "closed its channel to the pool";
+    }
+    bool out_of_memory = false;
+    if (memory == zygote_memory_cgroup_oom) {
+      out_of_memory = true;
+      w.kill_reason =
+          "killed by the kernel's OOM killer: it exceeded pool_options::memory_max_bytes "
+          "of " +
+          std::to_string(options_.memory_max_bytes) + " bytes";
+    } else if (memory == zygote_memory_system_oom && w.kill_reason.empty()) {
+      out_of_memory = true;
+      w.kill_reason =
+          "SIGKILL while the kernel's OOM killer was acting: most likely killed for "
+          "lack of memory";
     }
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     if (auto t = std::exchange(w.current, nullptr)) {
@@ -850,8 +885,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         finish(*t, t->ending);
       } else {
         ++stats_.crashed;
-        finish(*t, std::make_exception_ptr(worker_crashed(w.pid, sig, code, name_of(*t),
-                                                          w.kill_reason, joined(w.tail))));
+        finish(*t,
+               std::make_exception_ptr(worker_crashed(w.pid, sig, code, name_of(*t), w.kill_reason,
+                                                      joined(w.tail), out_of_memory)));
       }
     }
     if (!w.greeted && !w.retiring && !destroyed_) {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "internal.hpp"
+#include "memory_cgroup.hpp"
 #include "procpool/error.hpp"
 
 namespace procpool::detail {
@@ -70,12 +71,20 @@ void close_all_fds_except(std::vector<int> keep) {
 
 // ---- inside the fork server ----
 
+struct child {
+  int conn = -1;                   // the connection that asked for it
+  std::uint64_t oom_at_start = 0;  // the kernel's OOM-kill count when it started
+  bool own_cgroup = false;         // it runs in a memory cgroup of its own
+};
+
 struct server {
   int root;
   int signals;
   pid_t self;
+  std::string memory_base;  // our memory cgroup, parent of the workers' own
   std::vector<int> connections;
-  std::map<pid_t, int> owner;  // worker pid -> connection that asked for it
+  std::map<pid_t, child> owner;            // live workers
+  std::vector<std::string> stale_cgroups;  // workers' cgroups that still held processes
 
   void send_event(int conn, const zygote_event& e, int fd = -1) {
     // A pool that has gone away simply misses the event; its workers are killed below.
@@ -97,13 +106,35 @@ struct server {
       e.status = errno;
       send_event(conn, e);
     } else {
-      owner[pid] = conn;
       unique_fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
       e.kind = zygote_event_kind::spawned;
       e.pid = pid;
       send_event(conn, e, pidfd.get());
+      // Read after the pool has heard of the worker, off its start-up path.
+      owner[pid] = child{conn, system_oom_kills(), req.setup.memory_max_bytes != 0};
     }
     for (int fd : fds) ::close(fd);
+  }
+
+  // What the kernel can tell about memory as the cause of `pid`'s death; removes its cgroup.
+  auto memory_verdict(pid_t pid, const child& c, int status) -> std::uint32_t {
+    std::uint32_t verdict = zygote_memory_unknown;
+    if (c.own_cgroup) {
+      const std::string dir = worker_cgroup_path(memory_base, pid);
+      if (cgroup_oom_kills(dir) > 0) verdict = zygote_memory_cgroup_oom;
+      if (::rmdir(dir.c_str()) != 0 && errno == EBUSY) stale_cgroups.push_back(dir);
+    }
+    if (verdict == zygote_memory_unknown && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+        system_oom_kills() > c.oom_at_start) {
+      verdict = zygote_memory_system_oom;
+    }
+    return verdict;
+  }
+
+  void remove_stale_cgroups() {
+    std::erase_if(stale_cgroups, [](const std::string& dir) {
+      return ::rmdir(dir.c_str()) == 0 || errno != EBUSY;
+    });
   }
 
   [[noreturn]] void become_worker(const std::array<int, 3>& fds, const worker_setup& setup) {
@@ -123,6 +154,14 @@ struct server {
     if (::dup2(fds[1], 1) < 0 || ::dup2(fds[2], 2) < 0 || ::dup2(fds[0], 3) < 0) ::_exit(1);
     ::fcntl(3, F_SETFD, FD_CLOEXEC);
     ::close_range(4, ~0U, 0);
+    if (setup.memory_max_bytes != 0) {
+      if (auto why = join_memory_cgroup(memory_base, setup.memory_max_bytes); !why.empty()) {
+        const std::string line =
+            "procpool: cannot apply pool_options::memory_max_bytes: " + why + "\n";
+        (void)!::write(2, line.data(), line.size());
+        ::_exit(1);
+      }
+    }
     if (setup.memory_limit_bytes != 0) {
       const rlimit limit{setup.memory_limit_bytes, setup.memory_limit_bytes};
       ::setrlimit(RLIMIT_AS, &limit);
@@ -144,34 +183,44 @@ struct server {
       e.kind = zygote_event_kind::exited;
       e.pid = pid;
       e.status = status;
-      send_event(it->second, e);
+      e.memory = memory_verdict(pid, it->second, status);
+      send_event(it->second.conn, e);
       owner.erase(it);
     }
+    remove_stale_cgroups();
   }
 
   // A pool closed its connection (destroyed, or its process died): none of its workers may outlive
   // it. Kill and reap them, then close our end so the pool knows they are gone.
   void drop_connection(int conn) {
     for (auto it = owner.begin(); it != owner.end();) {
-      if (it->second != conn) {
+      if (it->second.conn != conn) {
         ++it;
         continue;
       }
       ::kill(-it->first, SIGKILL);
       ::kill(it->first, SIGKILL);
-      ::waitpid(it->first, nullptr, 0);
+      int status = 0;
+      ::waitpid(it->first, &status, 0);
+      (void)memory_verdict(it->first, it->second, status);
       it = owner.erase(it);
     }
+    remove_stale_cgroups();
     ::close(conn);
     connections.erase(std::remove(connections.begin(), connections.end(), conn), connections.end());
   }
 
   [[noreturn]] void stop() {
-    for (auto& [pid, conn] : owner) {
+    for (auto& [pid, c] : owner) {
       ::kill(-pid, SIGKILL);
       ::kill(pid, SIGKILL);
     }
-    for (auto& [pid, conn] : owner) ::waitpid(pid, nullptr, 0);
+    for (auto& [pid, c] : owner) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      (void)memory_verdict(pid, c, status);
+    }
+    remove_stale_cgroups();
     ::_exit(0);
   }
 
@@ -231,7 +280,7 @@ struct server {
   const int signals = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signals < 0) ::_exit(1);
   close_all_fds_except({0, 1, 2, root, signals});
-  server s{root, signals, ::getpid(), {}, {}};
+  server s{root, signals, ::getpid(), own_memory_cgroup(), {}, {}, {}};
   s.run();
 }
 

@@ -116,10 +116,25 @@ TEST_F(WorkerOutput, AnUnfinishedLineIsNotLostWhenTheWorkerDies) {
   }
 }
 
+TEST_F(WorkerOutput, TheCrashTailHoldsStderrOnlyByDefault) {
+  capture cap;
+  process_pool pool{io_.get_executor(), {.workers = 1, .output = cap.sink()}};
+  get(pool.async_submit(chatty, 3, asio::use_future));
+  try {
+    get(pool.async_submit(say_then_abort, 0, asio::use_future));
+    FAIL() << "expected worker_crashed";
+  } catch (const worker_crashed& e) {
+    EXPECT_EQ(e.output_tail(), "err line\nabout to fail: invariant violated\n");
+  }
+}
+
 TEST_F(WorkerOutput, TheTailKeepsOnlyTheConfiguredNumberOfLines) {
   capture cap;
   process_pool pool{io_.get_executor(),
-                    {.workers = 1, .output = cap.sink(), .crash_output_lines = 2}};
+                    {.workers = 1,
+                     .output = cap.sink(),
+                     .crash_output_lines = 2,
+                     .crash_output_includes_stdout = true}};
   get(pool.async_submit(chatty, 5, asio::use_future));
   try {
     get(pool.async_submit(say_then_abort, 0, asio::use_future));

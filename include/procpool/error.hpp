@@ -55,7 +55,7 @@ class remote_error : public error {
 class worker_crashed : public error {
  public:
   worker_crashed(pid_t pid, int signal, int exit_code, std::string function, std::string detail,
-                 std::string output_tail = {});
+                 std::string output_tail = {}, bool out_of_memory = false);
   [[nodiscard]] auto pid() const noexcept -> pid_t { return pid_; }
   /// The signal that killed the worker (e.g. SIGSEGV), or 0 if it exited.
   [[nodiscard]] auto signal() const noexcept -> int { return signal_; }
@@ -64,15 +64,22 @@ class worker_crashed : public error {
   [[nodiscard]] auto function() const noexcept -> const std::string& { return function_; }
   /// Extra explanation, e.g. "sent a malformed frame"; may be empty.
   [[nodiscard]] auto detail() const noexcept -> const std::string& { return detail_; }
-  /// The worker's last lines of stdout and stderr before it died, oldest first, each ending in a
-  /// newline (at most pool_options::crash_output_lines lines). Worker output: log it, don't parse
+  /// The worker's last stderr lines before it died (and stdout, with
+  /// pool_options::crash_output_includes_stdout), oldest first, each ending in a newline (at most
+  /// pool_options::crash_output_lines lines). Worker output: log it, don't parse
   /// it.
   [[nodiscard]] auto output_tail() const noexcept -> const std::string& { return output_tail_; }
+  /// True when the kernel says memory was the cause: the worker's own memory cgroup
+  /// (pool_options::memory_max_bytes) recorded an OOM kill, or the worker was SIGKILLed while the
+  /// kernel's OOM killer acted (detail() says which). Retrying the same input will likely fail
+  /// again: raise the limit or shrink the work.
+  [[nodiscard]] auto out_of_memory() const noexcept -> bool { return out_of_memory_; }
 
  private:
   pid_t pid_;
   int signal_, exit_code_;
   std::string function_, detail_, output_tail_;
+  bool out_of_memory_;
 };
 
 /// procpool::wait_for's deadline passed (or a per-task deadline). A running task's worker was

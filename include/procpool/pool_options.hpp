@@ -51,6 +51,19 @@ struct pool_options {
   /// Not usable under AddressSanitizer or ThreadSanitizer, which reserve huge address ranges.
   std::size_t memory_limit_bytes = 0;
 
+  /// Limit on each worker's memory (resident pages and page cache it charges), enforced by the
+  /// kernel through a memory cgroup of its own: cgroup v2 `memory.max`, or v1
+  /// `memory.limit_in_bytes` (swap limited alike). A worker that exceeds it is killed by the OOM
+  /// killer and its task fails with worker_crashed whose out_of_memory() is true. Zero means none.
+  /// Needs the right to create cgroups under the program's memory cgroup (root, or a delegated
+  /// cgroup); without it workers fail to start and submits get worker_start_failed naming why.
+  std::size_t memory_max_bytes = 0;
+
+  /// Replace a worker after a task that leaves its resident memory (RSS, read by the pool from
+  /// /proc) above this many bytes; zero means never. For code that leaks or fragments: unlike
+  /// memory_max_bytes nothing is killed, the worker is retired between tasks.
+  std::size_t max_worker_rss_bytes = 0;
+
   /// CPU time one task may use (RLIMIT_CPU, re-armed before each task); zero means none. A task
   /// that uses more is killed (SIGXCPU) and fails with worker_crashed naming the limit.
   std::chrono::seconds cpu_time_limit{0};
@@ -66,8 +79,12 @@ struct pool_options {
   /// `crash_output_lines` lines of a worker are attached to the worker_crashed error of its task.
   output_sink output{};
 
-  /// How many of a worker's last output lines a worker_crashed error carries.
+  /// How many of a worker's last stderr lines a worker_crashed error carries.
   std::size_t crash_output_lines = 50;
+
+  /// Whether those lines include stdout too (interleaved in the order the pool read them). Off by
+  /// default: stdout is often a task's data or progress, stderr its account of what went wrong.
+  bool crash_output_includes_stdout = false;
 };
 
 /// How procpool::process_pool::async_shutdown stops the pool.

@@ -19,7 +19,7 @@ struct pool_stats {
   std::uint64_t cancelled = 0;  ///< tasks cancelled (queued or running)
   std::uint64_t timed_out = 0;  ///< tasks killed by their task timeout
   std::uint64_t respawned = 0;  ///< replacement workers started
-  std::uint64_t recycled = 0;   ///< workers retired after pool_options::max_tasks_per_worker tasks
+  std::uint64_t recycled = 0;   ///< workers retired by max_tasks_per_worker or max_worker_rss_bytes
   std::uint64_t rejected = 0;   ///< submits refused with queue_full
   std::uint64_t retried = 0;    ///< tasks run again after a crash (task_options::crash_retries)
 };

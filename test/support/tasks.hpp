@@ -44,6 +44,11 @@ inline auto crash_abort(int) -> int {
   std::abort();
 }
 
+inline auto crash_kill_self(int) -> int {
+  std::raise(SIGKILL);
+  return 0;
+}
+
 inline auto crash_exit(int code) -> int {
   ::_exit(code);
 }
