@@ -10,4 +10,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libboost1.81-dev libcereal-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libsqlite3-dev \
-  clang-format clang libclang-rt-14-dev >/dev/null
+  zlib1g-dev clang-format clang libclang-rt-14-dev >/dev/null
