@@ -83,10 +83,6 @@ auto spin_forever(int) -> int {
   for (;;) n = n + 1;
 }
 
-auto my_pid() -> int {
-  return static_cast<int>(::getpid());
-}
-
 // ---- helpers in the parent ----
 
 // Resident memory of `pid` in bytes (0 when it is gone).
