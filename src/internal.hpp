@@ -25,6 +25,7 @@ struct worker_setup {
   std::uint64_t cpu_seconds = 0;         // RLIMIT_CPU per task; 0: none
   std::uint64_t initializer = 0;         // void(*)() to run first; 0: none
   std::uint64_t memory_max_bytes = 0;    // its own memory cgroup's limit; 0: none
+  std::uint64_t heap_retain_bytes = 0;   // freed memory malloc keeps; 0: glibc's default
 };
 
 /// Runs the worker loop on `channel` (fd) until the parent closes it, then exits the process.

@@ -325,6 +325,14 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return s;
   }
 
+  auto take_frame_buffer() -> byte_buffer {
+    std::lock_guard lock(mutex_);
+    if (spare_frames_.empty()) return {};
+    byte_buffer b = std::move(spare_frames_.back());
+    spare_frames_.pop_back();
+    return b;
+  }
+
   void wait_for_room(std::uint64_t id, room_completion done) {
     std::lock_guard lock(mutex_);
     if (closing_) {
@@ -430,6 +438,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     req.spawn_id = w->spawn_id;
     req.setup.memory_limit_bytes = options_.memory_limit_bytes;
     req.setup.memory_max_bytes = options_.memory_max_bytes;
+    req.setup.heap_retain_bytes = options_.worker_heap_retain_bytes;
     req.setup.cpu_seconds = static_cast<std::uint64_t>(options_.cpu_time_limit.count());
     req.setup.initializer = reinterpret_cast<std::uintptr_t>(options_.initializer);
     const std::array<int, 3> fds{theirs.get(), out_write.get(), err_write.get()};
@@ -578,6 +587,15 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     admit_waiting();
   }
 
+  // Large frame buffers are kept for the next tasks: on a machine where a page fault is expensive,
+  // faulting in a fresh 64 MiB buffer costs several times what copying into a warm one does. At
+  // most one per worker is kept, so the pool holds no more than it had in flight.
+  void keep_frame_buffer(byte_buffer b) {
+    constexpr std::size_t worth_keeping = 256 * 1024;
+    if (b.capacity() < worth_keeping || spare_frames_.size() >= target_) return;
+    spare_frames_.push_back(std::move(b));
+  }
+
   // ---- backpressure (pool_options::max_queue) ----
 
   [[nodiscard]] auto has_room() const -> bool {
@@ -629,7 +647,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           // The worker has the frame now. Keep it if a crash may send it again, and
           // never touch it once a later attempt (another write) owns it.
           if (t->attempts == attempt && t->request.crash_retries == 0) {
-            byte_buffer().swap(t->request.frame);
+            self->keep_frame_buffer(std::exchange(t->request.frame, {}));
           }
           if (self->destroyed_ || !ec) return;
           self->channel_lost(*w);
@@ -976,6 +994,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
   std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
   std::deque<std::shared_ptr<task>> queue_;
+  std::vector<byte_buffer> spare_frames_;      // sent frames' buffers, for reuse
   std::deque<std::shared_ptr<task>> waiting_;  // submitted while the queue was full (max_queue)
   std::map<std::uint64_t, room_completion> room_waiters_;  // async_wait_for_room, in call order
   std::atomic<std::uint64_t> next_task_id_{1};
@@ -995,6 +1014,10 @@ auto make_pool_core(asio::any_io_executor ex, const pool_options& options)
   auto core = std::make_shared<pool_core>(std::move(ex), options);
   core->start();
   return core;
+}
+
+auto take_frame_buffer(pool_core& core) -> byte_buffer {
+  return core.take_frame_buffer();
 }
 
 auto reserve_task_id(pool_core& core) -> std::uint64_t {

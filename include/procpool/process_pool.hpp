@@ -132,8 +132,9 @@ class process_pool {
     return [&]<std::size_t... I>(std::index_sequence<I...>) {
       return async_submit_request<detail::submit_result_t<F>>(
           with_options(options, detail::make_task_request(
-                                    f, std::forward<std::tuple_element_t<I, decltype(all)>>(
-                                           std::get<I>(all))...)),
+                                    detail::take_frame_buffer(*core_), f,
+                                    std::forward<std::tuple_element_t<I, decltype(all)>>(
+                                        std::get<I>(all))...)),
           std::forward<std::tuple_element_t<n_args, decltype(all)>>(std::get<n_args>(all)));
     }
     (std::make_index_sequence<n_args>{});
@@ -153,7 +154,8 @@ class process_pool {
   auto submit(const task_options& options, F f, Args&&... args)
       -> boost::asio::awaitable<detail::submit_result_t<F>> {
     return async_submit_request<detail::submit_result_t<F>>(
-        with_options(options, detail::make_task_request(f, std::forward<Args>(args)...)),
+        with_options(options, detail::make_task_request(detail::take_frame_buffer(*core_), f,
+                                                        std::forward<Args>(args)...)),
         boost::asio::use_awaitable);
   }
 

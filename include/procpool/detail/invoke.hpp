@@ -98,10 +98,23 @@ struct task_request {
   unsigned crash_retries = 0;
 };
 
+/// Encodes `arg` as a `Param`: as it is when it already is one (no copy of a large buffer),
+/// otherwise converted first (so a `const char*` becomes the `std::string` the function expects).
+template <class Param, class Arg>
+void encode_converted(byte_buffer& out, Arg&& arg) {
+  if constexpr (std::is_same_v<std::decay_t<Arg>, Param>) {
+    encode_into(out, arg);
+  } else {
+    const Param converted(std::forward<Arg>(arg));
+    encode_into(out, converted);
+  }
+}
+
 /// Encodes a call of `f(args...)` into a task frame, converting each argument to the function's
 /// parameter type first (so a `const char*` becomes the `std::string` the function expects).
+/// `frame` is a buffer to encode into (its capacity is reused; its contents are discarded).
 template <class F, class... Args>
-auto make_task_request(F f, Args&&... args) -> task_request {
+auto make_task_request(byte_buffer frame, F f, Args&&... args) -> task_request {
   using traits = function_traits<pointer_of_t<F>>;
   using stored = typename traits::stored_args;
   static_assert(std::tuple_size_v<stored> == sizeof...(Args),
@@ -113,13 +126,17 @@ auto make_task_request(F f, Args&&... args) -> task_request {
                 check_transferable<typename traits::result_type>());
   auto fn = as_function_pointer(f);
   task_request req;
+  req.frame = std::move(frame);
+  req.frame.clear();
   req.function = reinterpret_cast<std::uintptr_t>(fn);
   if constexpr (!std::is_pointer_v<F>) req.callable_type = &typeid(F);
   req.frame.resize(sizeof(frame_header) + sizeof(task_prefix));
   task_prefix prefix{reinterpret_cast<std::uintptr_t>(&traits::thunk), req.function};
   std::memcpy(req.frame.data() + sizeof(frame_header), &prefix, sizeof prefix);
-  stored converted(std::forward<Args>(args)...);
-  std::apply([&](const auto&... a) { encode_into(req.frame, a...); }, converted);
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (encode_converted<std::tuple_element_t<I, stored>>(req.frame, std::forward<Args>(args)), ...);
+  }
+  (std::index_sequence_for<Args...>{});
   return req;
 }
 

@@ -26,6 +26,10 @@ class pool_core;
 auto make_pool_core(boost::asio::any_io_executor ex, const pool_options& options)
     -> std::shared_ptr<pool_core>;
 
+/// A buffer to encode the next task into: one whose frame was already sent, when the pool kept
+/// one (large buffers are reused, so their pages are not faulted in again), else an empty one.
+auto take_frame_buffer(pool_core& core) -> byte_buffer;
+
 /// A fresh task id, for a cancellation handler installed before the task is submitted.
 auto reserve_task_id(pool_core& core) -> std::uint64_t;
 
