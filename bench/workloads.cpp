@@ -209,8 +209,9 @@ auto w4(procpool::process_pool& pool) -> asio::awaitable<void> {
   print("w4.speedup_worst", serial_s / *std::max_element(pool_s.begin(), pool_s.end()), "x");
 }
 
-auto w5(asio::io_context& io) -> asio::awaitable<void> {
-  procpool::process_pool pool{io.get_executor(), {.workers = 2, .output = [](auto&) {}}};
+auto w5(asio::io_context& io, std::size_t spares) -> asio::awaitable<void> {
+  procpool::process_pool pool{io.get_executor(),
+                              {.workers = 2, .spare_workers = spares, .output = [](auto&) {}}};
   co_await warm_up(pool);
   auto sibling = pool.async_submit(sleep_ms, 300, asio::use_future);
   asio::steady_timer t(io, 50ms);
@@ -242,8 +243,9 @@ auto w5(asio::io_context& io) -> asio::awaitable<void> {
   print("w5.next_task_ms", next_ms, "ms");
 }
 
-auto w6(asio::io_context& io) -> asio::awaitable<void> {
-  procpool::process_pool pool{io.get_executor(), {.workers = 2, .output = [](auto&) {}}};
+auto w6(asio::io_context& io, std::size_t spares) -> asio::awaitable<void> {
+  procpool::process_pool pool{io.get_executor(),
+                              {.workers = 2, .spare_workers = spares, .output = [](auto&) {}}};
   co_await warm_up(pool);
   const auto before = pool.worker_pids();
   const auto start = clock_type::now();
@@ -382,8 +384,13 @@ int main(int argc, char** argv) {
           if (wanted("w4")) co_await w4(pool);
           co_await pool.shutdown(procpool::shutdown_mode::graceful);
         }
-        if (wanted("w5")) co_await w5(io);
-        if (wanted("w6")) co_await w6(io);
+        if (wanted("w5")) co_await w5(io, 0);
+        if (wanted("w6")) co_await w6(io, 0);
+        // The same with one hot spare (pool_options::spare_workers), under their own names.
+        const std::string plain = std::exchange(prefix, prefix + "_spare1");
+        if (wanted("w5")) co_await w5(io, 1);
+        if (wanted("w6")) co_await w6(io, 1);
+        prefix = plain;
         if (wanted("spawn")) co_await spawn(io);
         if (wanted("memory")) co_await memory(io);
         if (wanted("idle")) co_await idle_cpu(io);

@@ -138,7 +138,11 @@ struct pending_line {
 class pool_core : public std::enable_shared_from_this<pool_core> {
  public:
   pool_core(asio::any_io_executor ex, const pool_options& options)
-      : ex_(std::move(ex)), options_(options), zygote_(ex_), respawn_timer_(ex_) {
+      : ex_(std::move(ex)),
+        options_(options),
+        zygote_(ex_),
+        respawn_timer_(ex_),
+        spare_timer_(ex_) {
     target_ = options_.workers != 0 ? options_.workers
                                     : std::max(1U, std::thread::hardware_concurrency());
     slots_.assign(target_, false);
@@ -149,7 +153,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::lock_guard lock(mutex_);
     zygote_.assign(conn.release());
     read_events();
-    for (std::size_t i = 0; i < target_; ++i) spawn_worker();
+    for (std::size_t i = 0; i < target_ + options_.spare_workers; ++i) spawn_worker();
   }
 
   auto reserve_task_id() -> std::uint64_t {
@@ -252,6 +256,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
     boost::system::error_code ignored;
     respawn_timer_.cancel();
+    spare_timer_.cancel();
     const int fd = zygote_.is_open() ? zygote_.native_handle() : -1;
     if (fd >= 0) zygote_.cancel(ignored);
 
@@ -562,25 +567,60 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void replenish() {
     if (!zygote_error_.empty() || start_blocked_ || respawn_pending_) return;
     if (closing_ && queue_.empty()) return;
+    std::size_t live = live_workers();
+    for (; live < target_; ++live) {
+      ++stats_.respawned;
+      spawn_worker();
+    }
+    if (live >= target_ + options_.spare_workers || spare_pending_) return;
+    // A lost worker's place was just taken by a spare; starting the new spare a moment later
+    // keeps its fork and start-up off the CPUs while the spare answers the next task.
+    spare_pending_ = true;
+    spare_timer_.expires_after(std::chrono::milliseconds(5));
+    spare_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      {
+        std::lock_guard lock(self->mutex_);
+        self->spare_pending_ = false;
+        if (ec || self->destroyed_ || self->closing_) return;
+        self->replenish_spares();
+      }
+      self->flush_output();
+    });
+  }
+
+  // Workers that will go on serving: not leaving, not being killed.
+  [[nodiscard]] auto live_workers() const -> std::size_t {
     std::size_t live = 0;
-    for (auto& [id, w] : workers_) {
+    for (const auto& [id, w] : workers_) {
       if (!w->retiring && w->kill_reason.empty() && !(w->current && w->current->ending)) ++live;
     }
-    for (; live < target_; ++live) {
+    return live;
+  }
+
+  void replenish_spares() {
+    if (!zygote_error_.empty() || start_blocked_) return;
+    std::size_t live = live_workers();
+    for (; live < target_ + options_.spare_workers; ++live) {
       ++stats_.respawned;
       spawn_worker();
     }
   }
 
   void dispatch() {
+    // Workers running a task that is not being ended; spares make the rest wait for a slot.
+    std::size_t running = 0;
+    for (auto& [id, w] : workers_) {
+      if (w->current && !w->current->ending && w->kill_reason.empty()) ++running;
+    }
     for (auto& [id, w] : workers_) {
       if (!w->ready()) continue;
-      if (!queue_.empty()) {
+      if (!queue_.empty() && running < target_) {
+        ++running;
         auto t = queue_.front();
         queue_.pop_front();
         assign(w, t);
         admit_waiting();  // so a later idle worker in this loop finds the next waiting task
-      } else if (closing_) {
+      } else if (closing_ && queue_.empty()) {
         retire(*w);
       }
     }
@@ -977,6 +1017,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     boost::system::error_code ignored;
     if (!destroyed_ && zygote_.is_open()) zygote_.close(ignored);
     respawn_timer_.cancel();
+    spare_timer_.cancel();
     auto waiters = std::move(shutdown_waiters_);
     shutdown_waiters_.clear();
     for (auto& done : waiters) std::move(done)();
@@ -991,6 +1032,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::size_t target_ = 1;
   asio::posix::stream_descriptor zygote_;
   asio::steady_timer respawn_timer_;
+  asio::steady_timer spare_timer_;  // starts replacement spares (see replenish)
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
   std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
   std::deque<std::shared_ptr<task>> queue_;
@@ -1003,6 +1045,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool destroyed_ = false;
   bool start_blocked_ = false;
   bool respawn_pending_ = false;  // a back-off timer will call replenish()
+  bool spare_pending_ = false;    // spare_timer_ will start the missing spares
   unsigned consecutive_start_failures_ = 0;
   std::string zygote_error_;
   std::vector<shutdown_completion> shutdown_waiters_;

@@ -3,10 +3,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "procpool/process_pool.hpp"
@@ -29,6 +32,45 @@ TEST_F(Limits, AWorkerIsReplacedAfterMaxTasksPerWorker) {
   EXPECT_EQ(pids[4], pids[5]);
   EXPECT_NE(pids[5], pids[6]);
   EXPECT_EQ(pool.stats().recycled, 2U);
+}
+
+// Polls (hang-guarded) until `ready` holds: for pool states that no operation completes on.
+template <class Pred>
+void wait_until(Pred ready) {
+  const auto give_up = std::chrono::steady_clock::now() + hang_guard;
+  while (!ready()) {
+    if (std::chrono::steady_clock::now() > give_up) throw std::runtime_error("hang guard");
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+TEST_F(Limits, ASpareWorkerTakesTheNextTaskAfterACrashWithoutWaitingForASpawn) {
+  process_pool pool{io_.get_executor(), {.workers = 1, .spare_workers = 1}};
+  wait_until([&] { return pool.worker_pids().size() == 2; });
+  const auto before = pool.worker_pids();
+  EXPECT_THROW(get(pool.async_submit(crash_abort, 0, asio::use_future)), worker_crashed);
+  const int next = get(pool.async_submit(my_pid, asio::use_future));
+  EXPECT_NE(std::find(before.begin(), before.end(), next), before.end())
+      << "the next task ran on the spare that existed before the crash";
+  wait_until([&] { return pool.worker_pids().size() == 2; });  // and a new spare started
+  EXPECT_EQ(pool.stats().respawned, 1U);
+}
+
+TEST_F(Limits, SparesNeverRunMoreThanWorkersTasksAtOnce) {
+  std::future<int> running, queued;
+  {
+    process_pool pool{io_.get_executor(), {.workers = 1, .spare_workers = 1}};
+    get(pool.async_submit(square, 1, asio::use_future));
+    wait_until([&] { return pool.stats().idle == 2; });
+    running = pool.async_submit(spin_forever, 0, asio::use_future);
+    queued = pool.async_submit(square, 2, asio::use_future);
+    const auto s = pool.stats();
+    EXPECT_EQ(s.busy, 1U);
+    EXPECT_EQ(s.idle, 1U);
+    EXPECT_EQ(s.queued, 1U);
+  }
+  EXPECT_THROW(get(running), pool_closed);
+  EXPECT_THROW(get(queued), pool_closed);
 }
 
 // Crashes the first time it runs for a given marker file, succeeds afterwards.

@@ -20,6 +20,12 @@ struct pool_options {
   /// (std::thread::hardware_concurrency).
   std::size_t workers = 0;
 
+  /// Extra workers started ahead of need and kept idle: when a worker dies, times out, is
+  /// cancelled or recycled, a spare takes the next task at once instead of it waiting for a new
+  /// process to start (and a new spare starts in the background). At most `workers` tasks run at
+  /// a time either way; a spare costs one idle process (its memory, no CPU).
+  std::size_t spare_workers = 0;
+
   /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it
   /// kills them (SIGKILL). Idle workers exit at once when their channel closes.
   std::chrono::milliseconds stop_grace{1000};
