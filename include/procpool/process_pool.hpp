@@ -1,6 +1,7 @@
 // procpool - a pool of worker processes whose results you co_await from Boost.Asio.
 #pragma once
 
+#include <algorithm>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -11,11 +12,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <exception>
 #include <memory>
+#include <ranges>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "procpool/detail/invoke.hpp"
+#include "procpool/detail/map.hpp"
 #include "procpool/detail/pool_core.hpp"
 #include "procpool/detail/signature.hpp"
 #include "procpool/error.hpp"
@@ -157,6 +160,75 @@ class process_pool {
         with_options(options, detail::make_task_request(detail::take_frame_buffer(*core_), f,
                                                         std::forward<Args>(args)...)),
         boost::asio::use_awaitable);
+  }
+
+  /// Runs `f(item)` for every item of `items` in the workers, `chunk_size` items per task (like
+  /// ProcessPoolExecutor.map's chunksize: one frame, one wake-up and one result per chunk, which
+  /// is what makes many tiny calls cheap), and completes with the results in order. `f` takes
+  /// one parameter and returns a value.
+  ///
+  /// Completion signature `void(std::exception_ptr, std::vector<R>)`, called exactly once, never
+  /// inline, through the handler's associated executor, after every chunk has ended. On failure
+  /// the exception_ptr holds the earliest failing chunk's error (the item's exception, or
+  /// worker_crashed — a crash fails its whole chunk), the vector is empty, and chunks still queued
+  /// when the first failure arrived were dropped. The items are encoded before this returns.
+  ///
+  /// Cancellation: as for async_submit, applied to every chunk.
+  template <class F, std::ranges::forward_range Range, class Token>
+  auto async_map(F f, const Range& items, std::size_t chunk_size, Token&& token) {
+    using R = detail::map_result_t<F>;
+    chunk_size = std::max<std::size_t>(chunk_size, 1);
+    std::vector<detail::task_request> requests;
+    for (auto it = std::ranges::begin(items); it != std::ranges::end(items);) {
+      auto stop =
+          std::ranges::next(it, static_cast<std::ptrdiff_t>(chunk_size), std::ranges::end(items));
+      requests.push_back(detail::make_map_request(detail::take_frame_buffer(*core_), f,
+                                                  std::ranges::subrange(it, stop)));
+      it = stop;
+    }
+    return boost::asio::async_initiate<Token, void(std::exception_ptr, std::vector<R>)>(
+        [core = core_, ex = executor_](auto handler, std::vector<detail::task_request> chunks) {
+          using handler_t = decltype(handler);
+          using state_t = detail::map_state<R, handler_t>;
+          auto slot = boost::asio::get_associated_cancellation_slot(handler);
+          auto work =
+              boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
+          auto state =
+              std::make_shared<state_t>(std::move(handler), std::move(work), chunks.size());
+          if (chunks.empty()) {
+            boost::asio::post(state->work.get_executor(), [state] { state->complete(); });
+            return;
+          }
+          for (std::size_t i = 0; i < chunks.size(); ++i) {
+            state->ids.push_back(detail::reserve_task_id(*core));
+          }
+          const std::weak_ptr<detail::pool_core> weak = core;
+          if (slot.is_connected()) {
+            slot.assign([weak, ids = state->ids](boost::asio::cancellation_type type) {
+              if (auto c = weak.lock()) {
+                for (auto id : ids) detail::cancel(*c, id, type);
+              }
+            });
+          }
+          for (std::size_t i = 0; i < chunks.size(); ++i) {
+            detail::submit(*core, state->ids[i], std::move(chunks[i]),
+                           [state, i, weak](std::exception_ptr ep, detail::byte_buffer result) {
+                             auto ex2 = state->work.get_executor();
+                             boost::asio::post(
+                                 ex2, [state, i, weak, ep, result = std::move(result)]() mutable {
+                                   state->chunk_done(i, ep, result, weak);
+                                 });
+                           });
+          }
+        },
+        token, std::move(requests));
+  }
+
+  /// `co_await pool.map(f, items, chunk_size)`: async_map as an awaitable.
+  template <class F, std::ranges::forward_range Range>
+  auto map(F f, const Range& items, std::size_t chunk_size)
+      -> boost::asio::awaitable<std::vector<detail::map_result_t<F>>> {
+    return async_map(f, items, chunk_size, boost::asio::use_awaitable);
   }
 
   /// Waits until the queue has room for another task (see pool_options::max_queue): the
