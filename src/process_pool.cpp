@@ -72,8 +72,8 @@ struct worker {
   bool channel_closed_alive = false;  // its channel ended while the process still ran
   int pending_signal = 0;             // a signal to send as soon as its pidfd arrives
   std::shared_ptr<task> current;
-  frame_header rx_header;
-  byte_buffer rx_payload;
+  byte_buffer rx;  // bytes read from its channel: [rx_begin, rx_end) not yet handled
+  std::size_t rx_begin = 0, rx_end = 0;
   std::string kill_reason;  // why the pool killed it, for the error its task gets
   output_pipe out, err;
   std::deque<std::string> tail;  // its last output lines, for worker_crashed
@@ -456,7 +456,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     w->out.pipe.assign(out_read.release());
     w->err.pipe.assign(err_read.release());
     workers_[w->spawn_id] = w;
-    read_header(w);
+    watch_channel(w);
     watch_output(w, output_stream::out);
     watch_output(w, output_stream::err);
   }
@@ -518,8 +518,16 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // result, and a dead process writes nothing more), so reading them now attributes each line to
   // the right task and puts it before the task's outcome.
   void collect_output(worker& w) {
+    // One poll for both pipes rather than a read that usually finds nothing on each.
+    std::array<pollfd, 2> ready{};
     for (auto s : {output_stream::out, output_stream::err}) {
-      read_output(w, s);
+      auto& pipe = pipe_of(w, s).pipe;
+      ready[static_cast<std::size_t>(s == output_stream::err)] = {
+          pipe.is_open() ? pipe.native_handle() : -1, POLLIN, 0};
+    }
+    if (ready[0].fd >= 0 || ready[1].fd >= 0) ::poll(ready.data(), ready.size(), 0);
+    for (auto s : {output_stream::out, output_stream::err}) {
+      if (ready[static_cast<std::size_t>(s == output_stream::err)].revents != 0) read_output(w, s);
       // The task is over: text it left without a newline is its last line.
       if (auto& p = pipe_of(w, s); !p.partial.empty()) add_line(w, s, std::exchange(p.partial, {}));
     }
@@ -680,8 +688,20 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::memcpy(t->request.frame.data(), &h, sizeof h);
     start_deadline(w, t);
     const unsigned attempt = ++t->attempts;
+    // Most frames fit in the socket buffer: send at once, with no completion to run.
+    const ssize_t sent = ::send(w->channel.native_handle(), t->request.frame.data(),
+                                t->request.frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent == static_cast<ssize_t>(t->request.frame.size())) {
+      if (t->request.crash_retries == 0) keep_frame_buffer(std::exchange(t->request.frame, {}));
+      return;
+    }
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      channel_lost(*w);
+      return;
+    }
+    const std::size_t done = sent > 0 ? static_cast<std::size_t>(sent) : 0;
     asio::async_write(
-        w->channel, asio::buffer(t->request.frame),
+        w->channel, asio::buffer(t->request.frame.data() + done, t->request.frame.size() - done),
         [self = shared_from_this(), w, t, attempt](boost::system::error_code ec, std::size_t) {
           std::lock_guard lock(self->mutex_);
           // The worker has the frame now. Keep it if a crash may send it again, and
@@ -742,84 +762,117 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     kill(w, SIGKILL);
   }
 
-  // Completion of a read on a worker's channel: under the lock, a failed read means the channel is
-  // lost and a complete one goes on to `next`; then whatever output was collected goes to the sink.
-  auto channel_reader(const std::shared_ptr<worker>& w,
-                      void (pool_core::*next)(const std::shared_ptr<worker>&)) {
-    return [self = shared_from_this(), w, next](boost::system::error_code ec, std::size_t) {
-      {
-        std::lock_guard lock(self->mutex_);
-        if (self->destroyed_) return;
-        if (ec) {
-          self->channel_lost(*w);
-        } else {
-          ((*self).*next)(w);
-        }
+  // A worker's channel is read into its buffer with async_read_some, which Asio performs without
+  // a speculative attempt once a read has drained the socket: a small result costs one recv().
+  // Each completion handles every complete frame in the buffer.
+  void watch_channel(const std::shared_ptr<worker>& w) {
+    constexpr std::size_t chunk = 64 * 1024;
+    const std::size_t pending = w->rx_end - w->rx_begin;
+    if (w->rx_begin != 0) {
+      std::memmove(w->rx.data(), w->rx.data() + w->rx_begin, pending);
+      w->rx_begin = 0;
+      w->rx_end = pending;
+    }
+    std::size_t room = pending + chunk;
+    if (pending >= sizeof(frame_header)) {
+      // A frame whose header was accepted (parse_frames checked it) but whose payload is not all
+      // here: make room for all of it at once.
+      frame_header h;
+      std::memcpy(&h, w->rx.data(), sizeof h);
+      room = std::max(room, sizeof h + static_cast<std::size_t>(h.size));
+    }
+    if (w->rx.size() < room) w->rx.resize(room);
+    w->channel.async_read_some(
+        asio::buffer(w->rx.data() + w->rx_end, w->rx.size() - w->rx_end),
+        [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
+          {
+            std::lock_guard lock(self->mutex_);
+            if (self->destroyed_) return;
+            if (ec) {
+              self->channel_lost(*w);  // end of file, an error, or closed by the pool
+            } else {
+              w->rx_end += n;
+              if (self->parse_frames(*w)) self->watch_channel(w);
+            }
+          }
+          self->flush_output();
+        });
+  }
+
+  // Handles the complete frames in a worker's buffer; false after a protocol violation.
+  auto parse_frames(worker& w) -> bool {
+    while (w.rx_end - w.rx_begin >= sizeof(frame_header)) {
+      frame_header h;
+      std::memcpy(&h, w.rx.data() + w.rx_begin, sizeof h);
+      const channel_state state{w.greeted, w.current ? w.current->id : 0,
+                                options_.max_message_bytes};
+      if (auto wrong = check_header(h, state); !wrong.empty()) {
+        violation(w, std::move(wrong));
+        return false;
       }
-      self->flush_output();
-    };
+      if (w.rx_end - w.rx_begin - sizeof h < h.size) break;
+      const std::span<const std::byte> payload(w.rx.data() + w.rx_begin + sizeof h,
+                                               static_cast<std::size_t>(h.size));
+      w.rx_begin += sizeof h + static_cast<std::size_t>(h.size);
+      if (!on_frame(w, h, payload)) return false;
+    }
+    if (w.rx_begin == w.rx_end) {
+      w.rx_begin = w.rx_end = 0;
+      // Do not keep a large result's buffer for a worker that mostly sends small ones.
+      if (w.rx.size() > std::size_t{1} << 20) byte_buffer().swap(w.rx);
+    }
+    return true;
   }
 
-  void read_header(const std::shared_ptr<worker>& w) {
-    asio::async_read(w->channel, asio::buffer(&w->rx_header, sizeof w->rx_header),
-                     channel_reader(w, &pool_core::on_header));
-  }
-
-  void on_header(const std::shared_ptr<worker>& w) {
-    const frame_header& h = w->rx_header;
-    const channel_state state{w->greeted, w->current ? w->current->id : 0,
-                              options_.max_message_bytes};
-    if (auto wrong = check_header(h, state); !wrong.empty()) return violation(*w, std::move(wrong));
-    w->rx_payload.resize(h.size);
-    asio::async_read(w->channel, asio::buffer(w->rx_payload),
-                     channel_reader(w, &pool_core::on_frame));
-  }
-
-  void on_frame(const std::shared_ptr<worker>& w) {
-    byte_buffer payload = std::move(w->rx_payload);
-    switch (w->rx_header.kind) {
+  // One complete, header-checked frame; false after a protocol violation.
+  auto on_frame(worker& w, const frame_header& h, std::span<const std::byte> payload) -> bool {
+    switch (h.kind) {
       case frame_kind::hello: {
-        if (auto wrong = check_hello(payload, build_id()); !wrong.empty())
-          return violation(*w, std::move(wrong));
-        w->greeted = true;
-        if (w->spawned) consecutive_start_failures_ = 0;
+        if (auto wrong = check_hello(payload, build_id()); !wrong.empty()) {
+          violation(w, std::move(wrong));
+          return false;
+        }
+        w.greeted = true;
+        if (w.spawned) consecutive_start_failures_ = 0;
         dispatch();
-        break;
+        return true;
       }
       case frame_kind::result:
       case frame_kind::exception: {
-        auto t = w->current;
-        if (t->ending) break;  // its worker is being killed; the decided outcome stands
-        collect_output(*w);
+        auto t = w.current;
+        if (t->ending) return true;  // its worker is being killed; the decided outcome stands
+        collect_output(w);
         std::exception_ptr ep;
-        if (w->rx_header.kind == frame_kind::exception) {
+        if (h.kind == frame_kind::exception) {
           std::string wrong;
-          ep = decode_exception(payload, name_of(*t), w->pid, wrong);
-          if (!ep) return violation(*w, std::move(wrong));
+          ep = decode_exception(payload, name_of(*t), w.pid, wrong);
+          if (!ep) {
+            violation(w, std::move(wrong));
+            return false;
+          }
           ++stats_.failed;
         } else {
           ++stats_.completed;
         }
-        w->current.reset();
+        w.current.reset();
         tasks_.erase(t->id);
-        finish(*t, ep, ep ? byte_buffer{} : std::move(payload));
-        ++w->tasks_run;
+        finish(*t, ep, ep ? byte_buffer{} : byte_buffer(payload.begin(), payload.end()));
+        ++w.tasks_run;
         const bool worn_out =
-            (options_.max_tasks_per_worker != 0 && w->tasks_run >= options_.max_tasks_per_worker) ||
+            (options_.max_tasks_per_worker != 0 && w.tasks_run >= options_.max_tasks_per_worker) ||
             (options_.max_worker_rss_bytes != 0 &&
-             resident_bytes(w->pid) > options_.max_worker_rss_bytes);
+             resident_bytes(w.pid) > options_.max_worker_rss_bytes);
         if (worn_out && !closing_) {
           ++stats_.recycled;
-          retire(*w);
+          retire(w);
           replenish();  // the replacement starts now, while the old worker exits
         }
         dispatch();
-        break;
+        return true;
       }
       default:
-        break;
+        return true;  // check_header admits no other kind
     }
-    read_header(w);
   }
 
   // ---- events from the fork server ----
