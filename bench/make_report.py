@@ -144,36 +144,54 @@ def main(run_dir, out_md, out_png):
     for key in sorted(k for k in values if k.startswith("procpool")):
         w(f"| `{key}` ({units[key]}) | {F.cell(key)} |")
 
+    # Each target as the issue set it (absolute figures from the machine of RESULTS.md) and, where
+    # it was derived from a floor or a peer, scaled by that floor or peer as measured in this run:
+    # the machine's page faults and wake-ups vary a lot from one boot to the next.
+    def scaled(key, old_reference, target):
+        ref = F.med(key)
+        return None if ref is None else target * ref / old_reference
+
+    lower, higher = (lambda a, b: a <= b), (lambda a, b: a >= b)
     targets = [
         ("W1 round trip ≤ the Asio thread-pool round trip (co_spawn)", pp_w1,
-         F.med("cpp_asio_cospawn.w1.rtt_median"), lambda a, b: a <= b, "µs"),
-        ("W2 ≥ 1,000,000 tasks/s, one submit per call", pp_w2, 1_000_000, lambda a, b: a >= b,
-         "tasks/s"),
-        ("W2 ≥ 1,000,000 tasks/s, `pool.map(f, items, 1000)`", F.med("procpool.w2.map_throughput"),
-         1_000_000, lambda a, b: a >= b, "tasks/s"),
-        ("W3 ≥ 4,000 MiB/s with std::vector<std::byte>", pp_w3, 4000, lambda a, b: a >= b,
-         "MiB/s"),
-        ("W4 speedup ≥ 1.95", F.med("procpool.w4.speedup"), 1.95, lambda a, b: a >= b, "x"),
-        ("W5 next task after a crash ≤ 0.3 ms (no spare)",
-         F.med("procpool.w5.next_task_ms"), 0.3, lambda a, b: a <= b, "ms"),
-        ("W5 next task after a crash ≤ 0.3 ms (`spare_workers = 1`)",
-         F.med("procpool_spare1.w5.next_task_ms"), 0.3, lambda a, b: a <= b, "ms"),
-        ("W5 sibling survives", F.med("procpool.w5.sibling_ok"), 1, lambda a, b: a >= b, ""),
-        ("W6 worker gone ≤ 5 ms after the deadline", F.med("procpool.w6.worker_exit_ms"), 5,
+         F.med("cpp_asio_cospawn.w1.rtt_median"), None, lower, "µs"),
+        ("W2 ≥ 1,000,000 tasks/s, one submit per call", pp_w2, 1_000_000,
+         scaled("cpp_asio_cospawn.w2.throughput", 411_371, 1_000_000), higher, "tasks/s"),
+        ("W2 ≥ 1,000,000 tasks/s, `pool.map(f, items, 1000)`",
+         F.med("procpool.w2.map_throughput"), 1_000_000, None, higher, "tasks/s"),
+        ("W3 ≥ 4,000 MiB/s with std::vector<std::byte> (floor: memfd reused, 4,715)", pp_w3, 4000,
+         scaled("cpp_floor.w3.memfd_reused", 4715, 4000), higher, "MiB/s"),
+        ("W4 speedup ≥ 1.95", F.med("procpool.w4.speedup"), 1.95, None, higher, "×"),
+        ("W5 next task after a crash ≤ 0.3 ms, no spare (workerpool: 0.31)",
+         F.med("procpool.w5.next_task_ms"), 0.3, scaled("node_wp_adv.w5.next_task_ms", 0.31, 0.3),
+         lower, "ms"),
+        ("W5 next task after a crash ≤ 0.3 ms, `spare_workers = 1` (workerpool: 0.31)",
+         F.med("procpool_spare1.w5.next_task_ms"), 0.3,
+         scaled("node_wp_adv.w5.next_task_ms", 0.31, 0.3), lower, "ms"),
+        ("W5 sibling survives", F.med("procpool.w5.sibling_ok"), 1, None, higher, ""),
+        ("W6 worker gone ≤ 5 ms after the deadline", F.med("procpool.w6.worker_exit_ms"), 5, None,
          lambda a, b: 0 <= a <= b, "ms"),
-        ("worker respawn ≤ 100 µs", F.med("procpool.spawn.respawn_us"), 100,
-         lambda a, b: a <= b, "µs"),
+        ("worker (re)spawn ≤ 100 µs (fork floor: 75)", F.med("procpool.spawn.respawn_us"), 100,
+         scaled("cpp_floor.spawn.fork_first_rtt", 75.4, 100), lower, "µs"),
         ("parent memory per queued task ≤ 1 KiB",
-         F.med("procpool.memory.parent_bytes_per_queued_task"), 1024, lambda a, b: a <= b,
-         "bytes"),
-        ("idle pool CPU ~0", F.med("procpool.idle.cpu_percent"), 1, lambda a, b: a <= b, "%"),
+         F.med("procpool.memory.parent_bytes_per_queued_task"), 1024, None, lower, "bytes"),
+        ("idle pool CPU ~0", F.med("procpool.idle.cpu_percent"), 1, None, lower, "%"),
     ]
     w("\n## Targets (issue 4)\n")
-    w("| target | measured | against | met |")
-    w("|---|---:|---:|---|")
-    for text, got, against, ok, unit in targets:
-        met = "–" if got is None or against is None else ("yes" if ok(got, against) else "**no**")
-        w(f"| {text} | {fmt(got)} {unit} | {fmt(against)} {unit} | {met} |")
+    w("\"Scaled\" is the target multiplied by (the floor or peer it was derived from, in this run) / "
+      "(the same figure in `RESULTS.md`).\n")
+    w("| target | measured | target | met | scaled target | met (scaled) |")
+    w("|---|---:|---:|---|---:|---|")
+
+    def verdict(got, against, ok):
+        if got is None or against is None:
+            return "–"
+        return "yes" if ok(got, against) else "**no**"
+
+    for text, got, against, scaled_against, ok, unit in targets:
+        w(f"| {text} | {fmt(got)} {unit} | {fmt(against)} {unit} | {verdict(got, against, ok)} | "
+          f"{fmt(scaled_against) + ' ' + unit if scaled_against is not None else '–'} | "
+          f"{verdict(got, scaled_against, ok)} |")
 
     with open(out_md, "w") as f:
         f.write("\n".join(out) + "\n")
