@@ -28,6 +28,11 @@ struct worker_setup {
   std::uint64_t heap_retain_bytes = 0;   // freed memory malloc keeps; 0: glibc's default
 };
 
+/// Runs once in the fork server: takes the first-use costs of the worker's code paths (lazy symbol
+/// binding, function-local statics, the build id) there, so that each forked worker shares the
+/// result instead of paying for it with copy-on-write page faults.
+void prepare_worker_code();
+
 /// Runs the worker loop on `channel` (fd) until the parent closes it, then exits the process.
 [[noreturn]] void run_worker(int channel, const worker_setup& setup);
 

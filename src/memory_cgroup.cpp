@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 namespace procpool::detail {
 namespace {
@@ -27,15 +29,36 @@ auto write_file(const std::string& path, const std::string& text) -> std::string
   return {};
 }
 
-// The value after `key ` in a "key value" per line file.
-auto counter(const std::string& path, const std::string& key) -> std::uint64_t {
-  std::ifstream in(path);
-  std::string k;
-  std::uint64_t v = 0;
-  while (in >> k >> v) {
-    if (k == key) return v;
+// The value after `key ` in a "key value" per line file. Read with a small stack buffer and no
+// allocation: the fork server calls it for every worker, and each heap page it wrote would be a
+// copy-on-write fault in the fork server after the next fork.
+auto counter(const char* path, std::string_view key) -> std::uint64_t {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[2048];
+  std::size_t have = 0;
+  std::uint64_t value = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd, buf + have, sizeof buf - have);
+    if (n <= 0) break;
+    have += static_cast<std::size_t>(n);
+    std::size_t line = 0;
+    for (std::size_t i = 0; i < have; ++i) {
+      if (buf[i] != '\n') continue;
+      const std::string_view text(buf + line, i - line);
+      if (text.size() > key.size() && text.substr(0, key.size()) == key &&
+          text[key.size()] == ' ') {
+        const auto digits = text.substr(key.size() + 1);
+        std::from_chars(digits.data(), digits.data() + digits.size(), value);
+      }
+      line = i + 1;
+    }
+    std::memmove(buf, buf + line, have - line);  // keep the unfinished last line
+    have -= line;
+    if (have == sizeof buf) have = 0;  // a line longer than the buffer is not ours
   }
-  return 0;
+  ::close(fd);
+  return value;
 }
 
 auto is_v2(const std::string& dir) -> bool {
@@ -95,8 +118,8 @@ auto join_memory_cgroup(const std::string& base, std::uint64_t limit_bytes) -> s
 }
 
 auto cgroup_oom_kills(const std::string& dir) -> std::uint64_t {
-  return is_v2(dir) ? counter(dir + "/memory.events", "oom_kill")
-                    : counter(dir + "/memory.oom_control", "oom_kill");
+  return is_v2(dir) ? counter((dir + "/memory.events").c_str(), "oom_kill")
+                    : counter((dir + "/memory.oom_control").c_str(), "oom_kill");
 }
 
 auto system_oom_kills() -> std::uint64_t {

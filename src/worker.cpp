@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <memory>
 
 #include "exception_codec.hpp"
 #include "internal.hpp"
@@ -31,18 +32,20 @@ namespace {
 // task's, when the pool sends several) cost one read() rather than two each.
 class channel_reader {
  public:
-  explicit channel_reader(int fd) : fd_(fd), buffer_(64 * 1024) {}
+  // Left uninitialized: zero-filling it would fault in all its pages at start-up, which on some
+  // machines costs more than the rest of a worker's start.
+  explicit channel_reader(int fd) : fd_(fd), buffer_(new std::byte[capacity]) {}
 
   auto read_exactly(void* data, std::size_t size) -> bool {
     auto* out = static_cast<std::byte*>(data);
     while (size > 0) {
       if (begin_ == end_) {
         // A large payload goes straight to its destination, not through the buffer.
-        if (size >= buffer_.size()) return read_direct(out, size);
+        if (size >= capacity) return read_direct(out, size);
         if (!fill()) return false;
       }
       const std::size_t n = std::min(size, end_ - begin_);
-      std::memcpy(out, buffer_.data() + begin_, n);
+      std::memcpy(out, buffer_.get() + begin_, n);
       begin_ += n;
       out += n;
       size -= n;
@@ -53,7 +56,7 @@ class channel_reader {
  private:
   auto fill() -> bool {
     for (;;) {
-      const ssize_t n = ::read(fd_, buffer_.data(), buffer_.size());
+      const ssize_t n = ::read(fd_, buffer_.get(), capacity);
       if (n > 0) {
         begin_ = 0;
         end_ = static_cast<std::size_t>(n);
@@ -80,7 +83,8 @@ class channel_reader {
   }
 
   int fd_;
-  byte_buffer buffer_;
+  static constexpr std::size_t capacity = 64 * 1024;
+  std::unique_ptr<std::byte[]> buffer_;
   std::size_t begin_ = 0, end_ = 0;
 };
 
@@ -133,6 +137,20 @@ void run_initializer(std::uint64_t address) {
 }
 
 }  // namespace
+
+void prepare_worker_code() {
+  byte_buffer hello;
+  encode_into(hello, protocol_version, build_id(), static_cast<std::int32_t>(::getpid()));
+  std::uint32_t version = 0;
+  std::string id;
+  std::int32_t pid = 0;
+  decode_from(hello, version, id, pid);
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  rusage used{};
+  ::getrusage(RUSAGE_SELF, &used);
+}
 
 void run_worker(int channel, const worker_setup& setup) {
   if (setup.heap_retain_bytes != 0) {

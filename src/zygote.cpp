@@ -280,6 +280,7 @@ struct server {
   const int signals = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (signals < 0) ::_exit(1);
   close_all_fds_except({0, 1, 2, root, signals});
+  prepare_worker_code();
   server s{root, signals, ::getpid(), own_memory_cgroup(), {}, {}, {}};
   s.run();
 }
