@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -77,11 +78,17 @@ struct worker {
   std::string kill_reason;  // why the pool killed it, for the error its task gets
   output_pipe out, err;
   std::deque<std::string> tail;  // its last output lines, for worker_crashed
+  // Its shared task region (see send_shared): mapped writable here, read-only in the worker.
+  std::byte* region = nullptr;
+  std::size_t region_size = 0;
 
   [[nodiscard]] auto ready() const -> bool { return spawned && greeted && !retiring && !current; }
 };
 
 constexpr unsigned max_consecutive_start_failures = 5;
+
+// Tasks of at least this many bytes go through the worker's shared region (see send_shared).
+constexpr std::size_t shared_task_threshold = std::size_t{1} << 20;
 
 // Whether the process has begun to exit. A dying process sets PF_EXITING before the kernel closes
 // its files, so a worker whose channel ended without this flag hung up while still running.
@@ -688,6 +695,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::memcpy(t->request.frame.data(), &h, sizeof h);
     start_deadline(w, t);
     const unsigned attempt = ++t->attempts;
+    if (h.size >= shared_task_threshold && send_shared(*w, *t)) {
+      if (t->request.crash_retries == 0) keep_frame_buffer(std::exchange(t->request.frame, {}));
+      return;
+    }
     // Most frames fit in the socket buffer: send at once, with no completion to run.
     const ssize_t sent = ::send(w->channel.native_handle(), t->request.frame.data(),
                                 t->request.frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -712,6 +723,53 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           if (self->destroyed_ || !ec) return;
           self->channel_lost(*w);
         });
+  }
+
+  // A large task goes through the worker's shared region: one copy into memory the worker maps,
+  // instead of a copy into the socket and another out of it. The region is a sealed memfd: the
+  // worker can map it only read-only and cannot resize it, so it can neither change a task under
+  // the pool nor make the pool's own stores into it fault. False when the region cannot be set
+  // up; the task then goes through the channel.
+  auto send_shared(worker& w, task& t) -> bool {
+    const std::size_t bytes = t.request.frame.size() - sizeof(frame_header);
+    unique_fd fresh;
+    if (w.region_size < bytes) {
+      unmap_region(w);
+      constexpr std::size_t granule = std::size_t{1} << 20;
+      const std::size_t size = (bytes + granule - 1) / granule * granule;
+      fresh.reset(::memfd_create("procpool-task-region", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+      if (!fresh || ::ftruncate(fresh.get(), static_cast<off_t>(size)) != 0) return false;
+      void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fresh.get(), 0);
+      if (p == MAP_FAILED) return false;
+      if (::fcntl(fresh.get(), F_ADD_SEALS,
+                  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) != 0) {
+        ::munmap(p, size);
+        return false;
+      }
+      w.region = static_cast<std::byte*>(p);
+      w.region_size = size;
+    }
+    std::memcpy(w.region, t.request.frame.data() + sizeof(frame_header), bytes);
+    struct {
+      frame_header h;
+      shared_task st;
+    } message;
+    message.h.kind = frame_kind::shared_task;
+    message.h.task_id = t.id;
+    message.h.size = sizeof message.st;
+    message.st.size = bytes;
+    const int fd = fresh.get();
+    if (!send_message(w.channel.native_handle(), &message, sizeof message,
+                      fd >= 0 ? std::span<const int>(&fd, 1) : std::span<const int>())) {
+      channel_lost(w);
+    }
+    return true;
+  }
+
+  static void unmap_region(worker& w) {
+    if (w.region != nullptr) ::munmap(w.region, w.region_size);
+    w.region = nullptr;
+    w.region_size = 0;
   }
 
   // The task timeout counts from here, the moment a worker takes the task.
@@ -950,6 +1008,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     close_output(w, output_stream::out);
     close_output(w, output_stream::err);
     w.pidfd.reset();
+    unmap_region(w);
   }
 
   void on_worker_exit(worker& w, int status, std::uint32_t memory) {

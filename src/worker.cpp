@@ -1,6 +1,9 @@
 // procpool - the worker loop: read a task frame, run it, write its result or exception.
 #include <malloc.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -53,16 +56,28 @@ class channel_reader {
     return true;
   }
 
+  /// A descriptor that arrived with the bytes read so far (the pool's task region), or -1.
+  auto take_descriptor() -> int { return std::exchange(passed_fd_, -1); }
+
  private:
   auto fill() -> bool {
     for (;;) {
-      const ssize_t n = ::read(fd_, buffer_.get(), capacity);
+      const long n = receive_message(fd_, buffer_.get(), capacity, std::span<int>(&received_, 1));
+      if (received_ >= 0) {
+        if (passed_fd_ >= 0) ::close(passed_fd_);
+        passed_fd_ = std::exchange(received_, -1);
+      }
       if (n > 0) {
         begin_ = 0;
         end_ = static_cast<std::size_t>(n);
         return true;
       }
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        pollfd p{fd_, POLLIN, 0};
+        ::poll(&p, 1, -1);
+        continue;
+      }
       return false;
     }
   }
@@ -85,6 +100,7 @@ class channel_reader {
   int fd_;
   static constexpr std::size_t capacity = 64 * 1024;
   std::unique_ptr<std::byte[]> buffer_;
+  int received_ = -1, passed_fd_ = -1;
   std::size_t begin_ = 0, end_ = 0;
 };
 
@@ -136,6 +152,38 @@ void run_initializer(std::uint64_t address) {
   }
 }
 
+// The pool's shared task region, mapped read-only: large tasks arrive here instead of through the
+// channel (one copy instead of a copy through the socket and another out of it).
+class task_region {
+ public:
+  task_region() = default;
+  task_region(const task_region&) = delete;
+  auto operator=(const task_region&) -> task_region& = delete;
+  ~task_region() { release(); }
+
+  void adopt(int fd) {
+    release();
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_size <= 0) leave(2);
+    void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) leave(2);
+    data_ = static_cast<const std::byte*>(p);
+    size_ = static_cast<std::size_t>(st.st_size);
+  }
+  [[nodiscard]] auto size() const -> std::size_t { return size_; }
+  [[nodiscard]] auto bytes() const -> std::span<const std::byte> { return {data_, size_}; }
+
+ private:
+  void release() {
+    if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 }  // namespace
 
 void prepare_worker_code() {
@@ -167,19 +215,30 @@ void run_worker(int channel, const worker_setup& setup) {
     write_frame(channel, frame_kind::hello, 0, hello);
   }
   channel_reader in(channel);
+  task_region region;
   byte_buffer payload;
   byte_buffer out;
   for (;;) {
     frame_header h;
     if (!in.read_exactly(&h, sizeof h)) leave(0);  // end of channel: the pool let us go
-    if (h.magic != frame_magic || h.kind != frame_kind::task || h.size < sizeof(task_prefix))
+    if (h.magic != frame_magic) leave(2);
+    std::span<const std::byte> task;
+    if (h.kind == frame_kind::task && h.size >= sizeof(task_prefix)) {
+      payload.resize(h.size);
+      if (!in.read_exactly(payload.data(), payload.size())) leave(0);
+      task = payload;
+    } else if (h.kind == frame_kind::shared_task && h.size == sizeof(shared_task)) {
+      shared_task st;
+      if (!in.read_exactly(&st, sizeof st)) leave(0);
+      if (const int fd = in.take_descriptor(); fd >= 0) region.adopt(fd);
+      if (st.size < sizeof(task_prefix) || st.size > region.size()) leave(2);
+      task = region.bytes().first(st.size);
+    } else {
       leave(2);
-    payload.resize(h.size);
-    if (!in.read_exactly(payload.data(), payload.size())) leave(0);
+    }
     task_prefix prefix;
-    std::memcpy(&prefix, payload.data(), sizeof prefix);
-    const std::span<const std::byte> args(payload.data() + sizeof prefix,
-                                          payload.size() - sizeof prefix);
+    std::memcpy(&prefix, task.data(), sizeof prefix);
+    const std::span<const std::byte> args = task.subspan(sizeof prefix);
     out.clear();
     if (setup.cpu_seconds != 0) arm_cpu_limit(setup.cpu_seconds);
     frame_kind kind = frame_kind::result;

@@ -1,9 +1,12 @@
 // Which values cross the process boundary, and that they arrive intact.
 #include "procpool/transfer.hpp"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <string>
@@ -135,6 +138,56 @@ TEST_F(Transfer, AnOversizedResultIsTreatedAsThatWorkersFault) {
     EXPECT_TRUE(process_gone(e.pid()));
   }
   EXPECT_EQ(get(pool.async_submit(long_text, 10, asio::use_future)), "rrrrrrrrrr");
+}
+
+// A checksum that notices any byte out of place.
+auto checksum(const std::vector<std::byte>& data) -> std::pair<std::uint64_t, std::uint64_t> {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < data.size(); ++i)
+    sum = sum * 31 + static_cast<std::uint64_t>(data[i]) + i;
+  return {data.size(), sum};
+}
+
+auto patterned(std::size_t size, unsigned seed) -> std::vector<std::byte> {
+  std::vector<std::byte> v(size);
+  for (std::size_t i = 0; i < size; ++i) v[i] = static_cast<std::byte>((i * seed) >> 3);
+  return v;
+}
+
+TEST_F(Transfer, LargeArgumentsArriveIntactThroughTheWorkersSharedRegion) {
+  process_pool pool{io_.get_executor(), {.workers = 1}};
+  // Growing, shrinking and growing again: the region is replaced when too small, reused otherwise.
+  for (std::size_t mib : {3, 1, 9, 2, 9}) {
+    const auto data = patterned(mib << 20, static_cast<unsigned>(mib) * 7 + 1);
+    EXPECT_EQ(get(pool.async_submit(checksum, data, asio::use_future)), checksum(data)) << mib;
+  }
+  const auto small = patterned(1000, 3);
+  EXPECT_EQ(get(pool.async_submit(checksum, small, asio::use_future)), checksum(small));
+}
+
+// From inside a task with a large argument: finds the worker's shared region in /proc/self/maps
+// and tries to make it writable. Returns 1 when the region was found and stayed read-only.
+auto try_to_write_the_region(const std::vector<std::byte>&) -> int {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    if (line.find("procpool-task-region") == std::string::npos) continue;
+    unsigned long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2) return -1;
+    void* p = reinterpret_cast<void*>(begin);
+    if (::mprotect(p, end - begin, PROT_READ | PROT_WRITE) == 0) return 2;
+    if (::mmap(p, end - begin, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, -1, 0) !=
+        MAP_FAILED)
+      return 3;
+    return 1;
+  }
+  return 0;
+}
+
+TEST_F(Transfer, AWorkerCannotMakeItsSharedRegionWritable) {
+  process_pool pool{io_.get_executor(), {.workers = 1}};
+  EXPECT_EQ(get(pool.async_submit(try_to_write_the_region, std::vector<std::byte>(2 << 20),
+                                  asio::use_future)),
+            1);
 }
 
 TEST(Decoding, ALengthClaimingMoreThanTheBytesLeftIsRefusedBeforeAllocating) {

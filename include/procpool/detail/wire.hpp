@@ -14,6 +14,14 @@ enum class frame_kind : std::uint32_t {
   task = 2,       // parent -> worker: thunk address, function address, encoded arguments
   result = 3,     // worker -> parent: encoded result
   exception = 4,  // worker -> parent: encoded exception_envelope
+  // parent -> worker: a task whose bytes (task_prefix and arguments) are in the worker's shared
+  // task region; the payload is a shared_task. A new region's memfd rides along (SCM_RIGHTS).
+  shared_task = 5,
+};
+
+/// Payload of a shared_task frame.
+struct shared_task {
+  std::uint64_t size = 0;  // bytes of the task at the start of the region
 };
 
 /// Fixed-size header in front of every frame; `size` counts the payload bytes after it.
