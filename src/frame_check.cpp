@@ -17,7 +17,6 @@ auto check_header(const frame_header& h, const channel_state& s) -> std::string 
       return {};
     case frame_kind::result:
     case frame_kind::exception:
-      if (!s.greeted) return "sent a result before its hello";
       if (s.running_task == 0 || s.running_task != h.task_id) {
         return "sent a result for task " + std::to_string(h.task_id) + ", which it was not running";
       }

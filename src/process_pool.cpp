@@ -338,10 +338,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   auto take_frame_buffer() -> byte_buffer {
+    // Most pools never keep a buffer (small tasks): then a submit does not take the lock here.
+    if (spare_frame_count_.load(std::memory_order_relaxed) == 0) return {};
     std::lock_guard lock(mutex_);
     if (spare_frames_.empty()) return {};
     byte_buffer b = std::move(spare_frames_.back());
     spare_frames_.pop_back();
+    spare_frame_count_.store(spare_frames_.size(), std::memory_order_relaxed);
     return b;
   }
 
@@ -649,6 +652,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     constexpr std::size_t worth_keeping = 256 * 1024;
     if (b.capacity() < worth_keeping || spare_frames_.size() >= target_) return;
     spare_frames_.push_back(std::move(b));
+    spare_frame_count_.store(spare_frames_.size(), std::memory_order_relaxed);
   }
 
   // ---- backpressure (pool_options::max_queue) ----
@@ -1148,8 +1152,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
   std::map<std::uint64_t, std::shared_ptr<task>> tasks_;      // queued and running, by task id
   std::deque<std::shared_ptr<task>> queue_;
-  std::vector<byte_buffer> spare_frames_;      // sent frames' buffers, for reuse
-  std::deque<std::shared_ptr<task>> waiting_;  // submitted while the queue was full (max_queue)
+  std::vector<byte_buffer> spare_frames_;          // sent frames' buffers, for reuse
+  std::atomic<std::size_t> spare_frame_count_{0};  // spare_frames_.size(), read without the lock
+  std::deque<std::shared_ptr<task>> waiting_;      // submitted while the queue was full (max_queue)
   std::map<std::uint64_t, room_completion> room_waiters_;  // async_wait_for_room, in call order
   std::atomic<std::uint64_t> next_task_id_{1};
   std::uint64_t next_spawn_id_ = 1;

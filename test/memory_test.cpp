@@ -65,8 +65,8 @@ TEST_F(Memory, AWorkerWhoseResidentMemoryPassesTheThresholdIsRecycledBetweenTask
   EXPECT_EQ(pool.stats().crashed, 0U);
 }
 
-// The workers' own cgroups under this process's memory cgroup (v1 layout, or v2).
-auto worker_cgroups() -> int {
+// This process's memory cgroup directory (the v1 memory hierarchy, else v2).
+auto own_memory_cgroup_dir() -> std::string {
   std::ifstream in("/proc/self/cgroup");
   std::string line, v1, v2;
   while (std::getline(in, line)) {
@@ -74,6 +74,12 @@ auto worker_cgroups() -> int {
     if (line.rfind("0::", 0) == 0) v2 = line.substr(3);
   }
   const std::string base = !v1.empty() ? "/sys/fs/cgroup/memory" + v1 : "/sys/fs/cgroup" + v2;
+  return base;
+}
+
+// The workers' own cgroups under this process's memory cgroup.
+auto worker_cgroups() -> int {
+  const std::string base = own_memory_cgroup_dir();
   int n = 0;
   for (const auto& entry : std::filesystem::directory_iterator(base)) {
     n += entry.path().filename().string().rfind("procpool-worker-", 0) == 0 ? 1 : 0;
@@ -109,13 +115,7 @@ TEST_F(Memory, AWorkerOverItsMemoryCgroupLimitIsOomKilledAndTheErrorSaysSo) {
 class test_cgroup {
  public:
   explicit test_cgroup(std::size_t limit) {
-    std::ifstream in("/proc/self/cgroup");
-    std::string line, v1, v2;
-    while (std::getline(in, line)) {
-      if (line.find(":memory:") != std::string::npos) v1 = line.substr(line.rfind(':') + 1);
-      if (line.rfind("0::", 0) == 0) v2 = line.substr(3);
-    }
-    const std::string base = !v1.empty() ? "/sys/fs/cgroup/memory" + v1 : "/sys/fs/cgroup" + v2;
+    const std::string base = own_memory_cgroup_dir();
     dir_ = base + "/procpool-test-" + std::to_string(::getpid());
     if (::mkdir(dir_.c_str(), 0755) != 0) {
       dir_.clear();

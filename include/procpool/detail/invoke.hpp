@@ -110,6 +110,21 @@ void encode_converted(byte_buffer& out, Arg&& arg) {
   }
 }
 
+/// A task request for `f` run by `thunk`, its frame holding the header's room and the task prefix;
+/// the caller appends the encoded arguments. `frame`'s capacity is reused, its contents discarded.
+template <class F>
+auto start_task_request(byte_buffer frame, F f, thunk_fn thunk) -> task_request {
+  task_request req;
+  req.frame = std::move(frame);
+  req.frame.clear();
+  req.function = reinterpret_cast<std::uintptr_t>(as_function_pointer(f));
+  if constexpr (!std::is_pointer_v<F>) req.callable_type = &typeid(F);
+  req.frame.resize(sizeof(frame_header) + sizeof(task_prefix));
+  const task_prefix prefix{reinterpret_cast<std::uintptr_t>(thunk), req.function};
+  std::memcpy(req.frame.data() + sizeof(frame_header), &prefix, sizeof prefix);
+  return req;
+}
+
 /// Encodes a call of `f(args...)` into a task frame, converting each argument to the function's
 /// parameter type first (so a `const char*` becomes the `std::string` the function expects).
 /// `frame` is a buffer to encode into (its capacity is reused; its contents are discarded).
@@ -124,15 +139,7 @@ auto make_task_request(byte_buffer frame, F f, Args&&... args) -> task_request {
                 "types");
   static_assert(all_transferable<stored>::value &&
                 check_transferable<typename traits::result_type>());
-  auto fn = as_function_pointer(f);
-  task_request req;
-  req.frame = std::move(frame);
-  req.frame.clear();
-  req.function = reinterpret_cast<std::uintptr_t>(fn);
-  if constexpr (!std::is_pointer_v<F>) req.callable_type = &typeid(F);
-  req.frame.resize(sizeof(frame_header) + sizeof(task_prefix));
-  task_prefix prefix{reinterpret_cast<std::uintptr_t>(&traits::thunk), req.function};
-  std::memcpy(req.frame.data() + sizeof(frame_header), &prefix, sizeof prefix);
+  task_request req = start_task_request(std::move(frame), f, &traits::thunk);
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     (encode_converted<std::tuple_element_t<I, stored>>(req.frame, std::forward<Args>(args)), ...);
   }

@@ -53,15 +53,7 @@ auto make_map_request(byte_buffer frame, F f, const Chunk& chunk) -> task_reques
   using traits = map_traits<pointer_of_t<F>>;
   static_assert(check_transferable<typename traits::item_type>() &&
                 check_transferable<typename traits::result_type>());
-  auto fn = as_function_pointer(f);
-  task_request req;
-  req.frame = std::move(frame);
-  req.frame.clear();
-  req.function = reinterpret_cast<std::uintptr_t>(fn);
-  if constexpr (!std::is_pointer_v<F>) req.callable_type = &typeid(F);
-  req.frame.resize(sizeof(frame_header) + sizeof(task_prefix));
-  const task_prefix prefix{reinterpret_cast<std::uintptr_t>(&traits::thunk), req.function};
-  std::memcpy(req.frame.data() + sizeof(frame_header), &prefix, sizeof prefix);
+  task_request req = start_task_request(std::move(frame), f, &traits::thunk);
   std::vector<typename traits::item_type> items;
   items.reserve(static_cast<std::size_t>(std::ranges::distance(chunk)));
   for (auto&& x : chunk) items.emplace_back(x);
