@@ -9,5 +9,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config git ca-certificates \
   libboost1.81-dev libcereal-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  libsqlite3-dev \
+  libsqlite3-dev libboost-json1.81-dev libssl-dev \
   zlib1g-dev clang-format clang libclang-rt-14-dev >/dev/null

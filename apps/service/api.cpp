@@ -1,0 +1,258 @@
+#include "api.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <charconv>
+
+#include "http_client.hpp"
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+
+namespace service {
+
+namespace {
+
+auto json_response(unsigned status, const json::value& body) -> response {
+  response res{static_cast<http::status>(status), 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = json::serialize(body);
+  res.body() += '\n';
+  res.prepare_payload();
+  return res;
+}
+
+// A job id: 1 to 18 decimal digits, nothing else.
+auto parse_id(std::string_view text) -> std::optional<std::int64_t> {
+  std::int64_t id = 0;
+  if (text.empty() || text.size() > 18) return std::nullopt;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) return std::nullopt;
+  return id;
+}
+
+struct bad_request : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+auto task_names(const task_registry& tasks) -> std::string {
+  std::string names;
+  for (const auto& t : tasks.all()) names += (names.empty() ? "" : ", ") + t.name;
+  return names;
+}
+
+}  // namespace
+
+auto error_response(unsigned status, const std::string& message) -> response {
+  return json_response(status, json::object{{"error", message}});
+}
+
+auto api::handle(const request& req) -> asio::awaitable<response> {
+  ++metrics_.http_requests;
+  response res;
+  try {
+    res = co_await route(req);
+  } catch (const bad_request& e) {
+    res = error_response(400, e.what());
+  } catch (const std::exception& e) {
+    // The database (or something under it) failed: nothing was changed that the client was told.
+    std::fprintf(stderr, "request %s %s failed: %s\n", std::string(req.method_string()).c_str(),
+                 std::string(req.target()).c_str(), e.what());
+    res = error_response(503, std::string("the service cannot serve this now: ") + e.what());
+    res.set(http::field::retry_after, "1");
+  }
+  if (res.result_int() >= 400 && res.result_int() < 500) ++metrics_.bad_requests;
+  co_return res;
+}
+
+auto api::route(const request& req) -> asio::awaitable<response> {
+  const std::string_view target = req.target();
+  const auto question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  const std::string_view query =
+      question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+  const auto method = req.method();
+  auto not_allowed = [](const char* allow) {
+    response r = error_response(405, std::string("method not allowed; use ") + allow);
+    r.set(http::field::allow, allow);
+    return r;
+  };
+
+  if (path == "/jobs") {
+    if (method == http::verb::post) co_return co_await post_job(req);
+    if (method == http::verb::get) co_return co_await list_jobs(query);
+    co_return not_allowed("GET, POST");
+  }
+  if (path.starts_with("/jobs/")) {
+    const auto id = parse_id(path.substr(6));
+    if (!id) co_return error_response(400, "a job id is a positive integer");
+    if (method == http::verb::get) co_return co_await get_job(*id);
+    if (method == http::verb::delete_) co_return co_await cancel_job(*id);
+    co_return not_allowed("GET, DELETE");
+  }
+  if (path == "/metrics") {
+    if (method != http::verb::get) co_return not_allowed("GET");
+    co_return co_await metrics();
+  }
+  if (path == "/healthz") {
+    if (method != http::verb::get) co_return not_allowed("GET");
+    co_return health();
+  }
+  if (path == "/tasks") {
+    if (method != http::verb::get) co_return not_allowed("GET");
+    co_return tasks();
+  }
+  co_return error_response(404, "no such endpoint; see /tasks, /jobs, /events, /metrics, /healthz");
+}
+
+auto api::post_job(const request& req) -> asio::awaitable<response> {
+  boost::system::error_code ec;
+  const json::value body = json::parse(req.body(), ec);
+  if (ec) throw bad_request("the body is not JSON: " + ec.message());
+  if (!body.is_object()) throw bad_request("the body must be a JSON object");
+  const json::object& o = body.as_object();
+  for (const auto& field : o) {
+    const std::string_view k = field.key();
+    if (k != "task" && k != "input" && k != "timeout_ms" && k != "notify_url") {
+      throw bad_request("unknown field '" + std::string(k) +
+                        "'; a job has task, input, timeout_ms, notify_url");
+    }
+  }
+  job j;
+  const json::value* task = o.if_contains("task");
+  if (task == nullptr || !task->is_string()) {
+    throw bad_request("'task' is required and must be a string; tasks: " + task_names(tasks_));
+  }
+  const task_definition* def = tasks_.find(task->get_string());
+  if (def == nullptr) {
+    throw bad_request("unknown task '" + std::string(task->get_string()) +
+                      "'; tasks: " + task_names(tasks_));
+  }
+  j.task = def->name;
+  json::object input;
+  if (const json::value* in = o.if_contains("input"); in != nullptr && !in->is_null()) {
+    if (!in->is_object()) throw bad_request("'input' must be a JSON object");
+    input = in->as_object();
+  }
+  try {
+    def->check(input);
+  } catch (const bad_task_input& e) {
+    throw bad_request(e.what());
+  }
+  j.input = json::serialize(input);
+  j.timeout_ms = cfg_.default_timeout_ms;
+  if (const json::value* t = o.if_contains("timeout_ms"); t != nullptr && !t->is_null()) {
+    const auto* n = t->if_int64();
+    if (n == nullptr || *n < 1 || *n > cfg_.max_timeout_ms) {
+      throw bad_request("'timeout_ms' must be an integer from 1 to " +
+                        std::to_string(cfg_.max_timeout_ms));
+    }
+    j.timeout_ms = *n;
+  }
+  if (const json::value* url = o.if_contains("notify_url"); url != nullptr && !url->is_null()) {
+    if (!url->is_string() || !parse_http_url(url->get_string())) {
+      throw bad_request("'notify_url' must be an http:// URL with a host (plain HTTP only)");
+    }
+    j.notify_url = std::string(url->get_string());
+  }
+
+  auto [status, stored] = co_await runner_.accept(std::move(j));
+  if (status == accept_status::queue_full) {
+    response r = error_response(429, "too many jobs queued or running (" +
+                                         std::to_string(cfg_.max_active_jobs) + "); retry later");
+    r.set(http::field::retry_after, "1");
+    co_return r;
+  }
+  if (status == accept_status::stopping) {
+    response r = error_response(503, "the service is shutting down; retry against its successor");
+    r.set(http::field::retry_after, "1");
+    co_return r;
+  }
+  response r = json_response(202, json::object{{"id", stored.id},
+                                               {"state", "queued"},
+                                               {"href", "/jobs/" + std::to_string(stored.id)}});
+  r.set(http::field::location, "/jobs/" + std::to_string(stored.id));
+  co_return r;
+}
+
+auto api::get_job(std::int64_t id) -> asio::awaitable<response> {
+  auto j = co_await db_.run([id](store& s) { return s.get(id); });
+  if (!j) co_return error_response(404, "no job " + std::to_string(id));
+  co_return json_response(200, to_json(*j));
+}
+
+auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
+  std::optional<job_state> state;
+  std::int64_t limit = 100, before = 0;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    const auto eq = pair.find('=');
+    const std::string_view key = pair.substr(0, eq);
+    const std::string_view value =
+        eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    if (key == "state") {
+      state = parse_job_state(value);
+      if (!state) {
+        throw bad_request(
+            "state must be one of queued, running, succeeded, failed, timed_out, cancelled");
+      }
+    } else if (key == "limit") {
+      const auto n = parse_id(value);
+      if (!n || *n > 1000) throw bad_request("limit must be an integer from 1 to 1000");
+      limit = *n;
+    } else if (key == "before") {
+      const auto n = parse_id(value);
+      if (!n) throw bad_request("before must be a job id");
+      before = *n;
+    } else if (!key.empty()) {
+      throw bad_request("unknown parameter '" + std::string(key) + "'; use state, limit, before");
+    }
+  }
+  auto jobs =
+      co_await db_.run([state, limit, before](store& s) { return s.list(state, limit, before); });
+  json::array list;
+  for (const auto& j : jobs) list.push_back(to_json(j));
+  json::value next = nullptr;
+  if (static_cast<std::int64_t>(jobs.size()) == limit) next = jobs.back().id;
+  co_return json_response(200, json::object{{"jobs", std::move(list)}, {"next_before", next}});
+}
+
+auto api::cancel_job(std::int64_t id) -> asio::awaitable<response> {
+  if (auto j = co_await runner_.cancel(id)) co_return json_response(200, to_json(*j));
+  auto j = co_await db_.run([id](store& s) { return s.get(id); });
+  if (!j) co_return error_response(404, "no job " + std::to_string(id));
+  co_return json_response(
+      409, json::object{{"error", "job " + std::to_string(id) +
+                                      " already ended: " + std::string(to_string(j->state))},
+                        {"job", to_json(*j)}});
+}
+
+auto api::metrics() -> asio::awaitable<response> {
+  const auto counts = co_await db_.run([](store& s) { return s.count_by_state(); });
+  response res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/plain; version=0.0.4");
+  res.body() = render_metrics(metrics_, pool_.stats(), counts, events_.clients());
+  res.prepare_payload();
+  co_return res;
+}
+
+auto api::tasks() const -> response {
+  json::array list;
+  for (const auto& t : tasks_.all())
+    list.push_back(json::object{{"name", t.name}, {"summary", t.summary}});
+  return json_response(200, json::object{{"tasks", std::move(list)}});
+}
+
+auto api::health() const -> response {
+  const auto s = pool_.stats();
+  json::object o{{"status", runner_.stopping() ? "draining" : "ok"},
+                 {"workers", s.workers},
+                 {"busy", s.busy},
+                 {"active_jobs", runner_.active()}};
+  return json_response(runner_.stopping() ? 503 : 200, o);
+}
+
+}  // namespace service

@@ -1,0 +1,69 @@
+// procpool-service - the HTTP API: routes a request to the job runner and the database.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <procpool/process_pool.hpp>
+
+#include "config.hpp"
+#include "database.hpp"
+#include "events.hpp"
+#include "job_runner.hpp"
+#include "metrics.hpp"
+#include "tasks.hpp"
+
+namespace service {
+
+using request = boost::beast::http::request<boost::beast::http::string_body>;
+using response = boost::beast::http::response<boost::beast::http::string_body>;
+
+/// A JSON response `{"error": message}`.
+auto error_response(unsigned status, const std::string& message) -> response;
+
+/// Everything but GET /events (a stream, served by the HTTP server itself):
+///
+///     POST   /jobs              {"task", "input", "timeout_ms", "notify_url"} -> 202 {"id", ...}
+///     GET    /jobs/{id}         the job
+///     GET    /jobs?state=&limit=&before=   newest first
+///     DELETE /jobs/{id}         cancel: 200 with the final job, 409 if it had already ended
+///     GET    /tasks             the registered tasks
+///     GET    /metrics           Prometheus text
+///     GET    /healthz           200 while serving, 503 while draining
+///
+/// Errors are JSON `{"error": "..."}` with a 4xx saying what to fix, 429 + Retry-After when the
+/// queue is full, 503 + Retry-After while stopping or when the database fails.
+class api {
+ public:
+  api(const config& cfg, const task_registry& tasks, job_runner& runner, database& db,
+      procpool::process_pool& pool, event_hub& events, service_metrics& metrics)
+      : cfg_(cfg),
+        tasks_(tasks),
+        runner_(runner),
+        db_(db),
+        pool_(pool),
+        events_(events),
+        metrics_(metrics) {}
+
+  auto handle(const request& req) -> boost::asio::awaitable<response>;
+
+ private:
+  auto route(const request& req) -> boost::asio::awaitable<response>;
+  auto post_job(const request& req) -> boost::asio::awaitable<response>;
+  auto get_job(std::int64_t id) -> boost::asio::awaitable<response>;
+  auto list_jobs(std::string_view query) -> boost::asio::awaitable<response>;
+  auto cancel_job(std::int64_t id) -> boost::asio::awaitable<response>;
+  auto metrics() -> boost::asio::awaitable<response>;
+  auto tasks() const -> response;
+  auto health() const -> response;
+
+  const config& cfg_;
+  const task_registry& tasks_;
+  job_runner& runner_;
+  database& db_;
+  procpool::process_pool& pool_;
+  event_hub& events_;
+  service_metrics& metrics_;
+};
+
+}  // namespace service

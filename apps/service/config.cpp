@@ -1,0 +1,151 @@
+#include "config.hpp"
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
+
+namespace service {
+
+namespace {
+
+struct flag {
+  std::string name;
+  std::string help;
+  std::function<void(config&, const std::string&)> set;
+  bool takes_value = true;
+};
+
+template <class T>
+auto number(const std::string& name, const std::string& text, T min, T max) -> T {
+  T v{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc{} || end != text.data() + text.size() || v < min || v > max) {
+    throw std::invalid_argument("--" + name + ": expected a number from " + std::to_string(min) +
+                                " to " + std::to_string(max) + ", got '" + text + "'");
+  }
+  return v;
+}
+
+auto flags() -> std::vector<flag> {
+  return {
+      {"address", "address to listen on (127.0.0.1)",
+       [](config& c, const std::string& v) { c.address = v; }},
+      {"port", "port to listen on; 0 picks a free one (8080)",
+       [](config& c, const std::string& v) {
+         c.port = number<std::uint16_t>("port", v, 0, 65535);
+       }},
+      {"workers", "worker processes; 0 = one per hardware thread (0)",
+       [](config& c, const std::string& v) {
+         c.workers = number<std::size_t>("workers", v, 0, 1024);
+       }},
+      {"db", "SQLite database file (procpool-service.db)",
+       [](config& c, const std::string& v) { c.db = v; }},
+      {"sync",
+       "full: a commit is on disk before it is acknowledged; normal: survives a crash of "
+       "the service, perhaps not of the machine (full)",
+       [](config& c, const std::string& v) {
+         if (v != "full" && v != "normal") throw std::invalid_argument("--sync: full or normal");
+         c.full_sync = v == "full";
+       }},
+      {"max-body-bytes", "largest request body (1048576)",
+       [](config& c, const std::string& v) {
+         c.max_body_bytes = number<std::size_t>("max-body-bytes", v, 64, std::size_t{1} << 30);
+       }},
+      {"max-active-jobs", "jobs queued or running before POST /jobs answers 429 (10000)",
+       [](config& c, const std::string& v) {
+         c.max_active_jobs = number<std::size_t>("max-active-jobs", v, 1, 10'000'000);
+       }},
+      {"max-connections", "open HTTP connections before new ones get 503 (1024)",
+       [](config& c, const std::string& v) {
+         c.max_connections = number<std::size_t>("max-connections", v, 1, 1'000'000);
+       }},
+      {"default-timeout-ms", "time limit of a job that sets none; 0 = none (60000)",
+       [](config& c, const std::string& v) {
+         c.default_timeout_ms = number<std::int64_t>("default-timeout-ms", v, 0, 86'400'000);
+       }},
+      {"max-timeout-ms", "largest timeout_ms a job may ask for (3600000)",
+       [](config& c, const std::string& v) {
+         c.max_timeout_ms = number<std::int64_t>("max-timeout-ms", v, 1, 86'400'000);
+       }},
+      {"drain-timeout-ms", "on SIGTERM/SIGINT, how long running jobs may finish (10000)",
+       [](config& c, const std::string& v) {
+         c.drain_timeout_ms = number<std::int64_t>("drain-timeout-ms", v, 0, 3'600'000);
+       }},
+      {"memory-limit-mb", "address-space limit of each worker; 0 = none (2048)",
+       [](config& c, const std::string& v) {
+         c.memory_limit_mb = number<std::size_t>("memory-limit-mb", v, 0, 1 << 24);
+       }},
+      {"max-attempts", "starts before a job interrupted by service stops fails (3)",
+       [](config& c, const std::string& v) {
+         c.max_attempts = number<std::int64_t>("max-attempts", v, 1, 1000);
+       }},
+      {"webhook-attempts", "tries per webhook before it is marked failed (6)",
+       [](config& c, const std::string& v) {
+         c.webhook_attempts = number<int>("webhook-attempts", v, 1, 100);
+       }},
+      {"webhook-backoff-ms", "wait before the first webhook retry, doubled each time (200)",
+       [](config& c, const std::string& v) {
+         c.webhook_backoff_ms = number<std::int64_t>("webhook-backoff-ms", v, 1, 600'000);
+       }},
+      {"demo", "start, run a mix of jobs through the HTTP API, show what happens, stop",
+       [](config& c, const std::string&) { c.demo = true; }, false},
+  };
+}
+
+auto env_name(const std::string& flag_name) -> std::string {
+  std::string n = "PROCPOOL_SERVICE_";
+  for (char ch : flag_name) n += ch == '-' ? '_' : static_cast<char>(std::toupper(ch));
+  return n;
+}
+
+void usage() {
+  std::printf(
+      "procpool-service: an HTTP job service that runs CPU-heavy tasks in worker processes\n\n"
+      "usage: procpool-service [--flag value]...\n\n");
+  for (const auto& f : flags()) {
+    std::printf("  --%-20s %s\n  %-22s env %s\n", f.name.c_str(), f.help.c_str(), "",
+                env_name(f.name).c_str());
+  }
+}
+
+}  // namespace
+
+auto parse_config(int argc, char** argv) -> std::optional<config> {
+  config c;
+  const auto all = flags();
+  for (const auto& f : all) {
+    if (const char* v = std::getenv(env_name(f.name).c_str())) f.set(c, v);
+  }
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      usage();
+      return std::nullopt;
+    }
+    if (!arg.starts_with("--")) throw std::invalid_argument("unexpected argument '" + arg + "'");
+    std::string name = arg.substr(2), value;
+    bool has_value = false;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+      has_value = true;
+    }
+    const flag* f = nullptr;
+    for (const auto& candidate : all) {
+      if (candidate.name == name) f = &candidate;
+    }
+    if (f == nullptr) throw std::invalid_argument("unknown flag --" + name + " (see --help)");
+    if (f->takes_value && !has_value) {
+      if (i + 1 >= argc) throw std::invalid_argument("--" + name + " needs a value");
+      value = argv[++i];
+    }
+    f->set(c, value);
+  }
+  return c;
+}
+
+}  // namespace service

@@ -1,0 +1,35 @@
+// procpool-service - settings, from command-line flags and PROCPOOL_SERVICE_* environment
+// variables (a flag wins over the environment).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace service {
+
+struct config {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::size_t workers = 0;  ///< 0: one per hardware thread
+  std::string db = "procpool-service.db";
+  bool full_sync = true;  ///< SQLite synchronous=FULL: committed means on disk
+  std::size_t max_body_bytes = 1 << 20;
+  std::size_t max_active_jobs = 10'000;
+  std::size_t max_connections = 1024;
+  std::int64_t default_timeout_ms = 60'000;  ///< for jobs that give none; 0: no limit
+  std::int64_t max_timeout_ms = 3'600'000;
+  std::int64_t drain_timeout_ms = 10'000;
+  std::size_t memory_limit_mb = 2048;  ///< per worker (address space); 0: none
+  std::int64_t max_attempts = 3;
+  int webhook_attempts = 6;
+  std::int64_t webhook_backoff_ms = 200;
+  bool demo = false;
+};
+
+/// Parses `--name value` / `--name=value` flags over PROCPOOL_SERVICE_NAME variables. On
+/// `--help` prints the usage and returns nullopt; on a bad flag or value prints why and throws
+/// std::invalid_argument.
+auto parse_config(int argc, char** argv) -> std::optional<config>;
+
+}  // namespace service

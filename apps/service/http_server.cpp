@@ -1,0 +1,168 @@
+#include "http_server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <cstdio>
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace service {
+
+http_server::http_server(asio::any_io_executor ex, const tcp::endpoint& at, api& handler,
+                         event_hub& events, server_options options)
+    : ex_(ex),
+      acceptor_(ex, at),
+      api_(handler),
+      events_(events),
+      options_(options),
+      all_closed_(ex, asio::steady_timer::time_point::max()) {}
+
+void http_server::start() {
+  asio::co_spawn(ex_, accept_loop(), [](std::exception_ptr ep) {
+    if (ep) std::fprintf(stderr, "http: accept loop ended with an error\n");
+  });
+}
+
+void http_server::stop() {
+  stopping_ = true;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  for (auto* s : sessions_) s->socket().cancel(ignored);
+}
+
+auto http_server::wait_closed(std::chrono::steady_clock::time_point deadline)
+    -> asio::awaitable<void> {
+  while (session_count_ > 0 && std::chrono::steady_clock::now() < deadline) {
+    all_closed_.expires_at(deadline);
+    boost::system::error_code ec;
+    co_await all_closed_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+void http_server::session_ended() {
+  if (--session_count_ == 0) all_closed_.cancel();
+}
+
+auto http_server::accept_loop() -> asio::awaitable<void> {
+  while (!stopping_) {
+    auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (stopping_) break;
+    if (ec) {
+      // Out of descriptors or a connection reset before accept: wait a moment, keep serving.
+      std::fprintf(stderr, "http: accept failed: %s\n", ec.message().c_str());
+      asio::steady_timer pause(ex_, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    ++session_count_;
+    asio::co_spawn(ex_, session(std::move(socket)),
+                   [this](std::exception_ptr) { session_ended(); });
+  }
+}
+
+auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
+  beast::tcp_stream stream(std::move(socket));
+  boost::system::error_code ec;
+  if (session_count_ > options_.max_connections) {
+    response busy = error_response(503, "too many connections; retry later");
+    busy.set(http::field::retry_after, "1");
+    busy.keep_alive(false);
+    stream.expires_after(std::chrono::seconds(5));
+    co_await http::async_write(stream, busy, asio::redirect_error(asio::use_awaitable, ec));
+    co_return;
+  }
+  sessions_.insert(&stream);
+  struct unregister {
+    std::set<beast::tcp_stream*>& set;
+    beast::tcp_stream* s;
+    ~unregister() { set.erase(s); }
+  } guard{sessions_, &stream};
+
+  beast::flat_buffer buffer;
+  while (!stopping_) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
+    parser.body_limit(options_.max_body_bytes);
+    stream.expires_after(options_.idle_timeout);
+    co_await http::async_read(stream, buffer, parser,
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+      break;
+    }
+    if (ec) {
+      const bool too_large = ec == http::error::body_limit || ec == http::error::header_limit;
+      response res = error_response(
+          too_large ? 413 : 400,
+          (too_large ? "request too large: " : "malformed HTTP request: ") + ec.message());
+      res.keep_alive(false);
+      stream.expires_after(std::chrono::seconds(5));
+      co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+      break;
+    }
+    request req = parser.release();
+    if (req.method() == http::verb::get &&
+        (req.target() == "/events" || req.target().starts_with("/events?"))) {
+      co_await serve_events(stream);
+      break;
+    }
+    response res = co_await api_.handle(req);
+    res.keep_alive(req.keep_alive() && !stopping_);
+    stream.expires_after(options_.idle_timeout);
+    co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || !res.keep_alive()) break;
+  }
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
+auto http_server::serve_events(beast::tcp_stream& stream) -> asio::awaitable<void> {
+  http::response<http::empty_body> head{http::status::ok, 11};
+  head.set(http::field::content_type, "text/event-stream");
+  head.set(http::field::cache_control, "no-cache");
+  head.keep_alive(false);  // the body runs until the connection closes
+  http::response_serializer<http::empty_body> serializer{head};
+  boost::system::error_code ec;
+  stream.expires_after(options_.idle_timeout);
+  co_await http::async_write_header(stream, serializer,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return;
+  auto sub = events_.subscribe(ex_);
+  struct unsubscribe {
+    event_hub& hub;
+    std::shared_ptr<event_subscriber> s;
+    ~unsubscribe() { hub.unsubscribe(s); }
+  } guard{events_, sub};
+  std::string out = "retry: 1000\n: connected\n\n";
+  for (;;) {
+    if (!out.empty()) {
+      stream.expires_after(options_.idle_timeout);  // a client that stops reading is dropped
+      co_await asio::async_write(stream, asio::buffer(out),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      out.clear();
+    }
+    if (sub->closed || sub->overflowed || stopping_) co_return;
+    if (sub->pending.empty()) {
+      sub->wake.expires_after(options_.event_heartbeat);
+      co_await sub->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) out = ": heartbeat\n\n";
+    }
+    while (!sub->pending.empty()) {
+      out += sub->pending.front();
+      sub->pending.pop_front();
+    }
+  }
+}
+
+}  // namespace service

@@ -1,0 +1,44 @@
+// procpool-service - a job: one request to run a task, and everything that happened to it.
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace service {
+
+enum class job_state { queued, running, succeeded, failed, timed_out, cancelled };
+
+[[nodiscard]] auto to_string(job_state s) -> std::string_view;
+[[nodiscard]] auto parse_job_state(std::string_view s) -> std::optional<job_state>;
+[[nodiscard]] inline auto is_final(job_state s) -> bool {
+  return s != job_state::queued && s != job_state::running;
+}
+
+/// Where a job's webhook stands.
+enum class notification_state { none, pending, delivered, failed };
+[[nodiscard]] auto to_string(notification_state s) -> std::string_view;
+
+/// A job as stored. Times are milliseconds since the Unix epoch, 0 when not reached yet.
+struct job {
+  std::int64_t id = 0;
+  std::string task;
+  std::string input = "{}";  ///< JSON text, checked by the task's parse before acceptance
+  std::int64_t timeout_ms = 0;
+  std::string notify_url;
+  job_state state = job_state::queued;
+  std::string result;  ///< JSON text, for succeeded jobs
+  std::string error;   ///< JSON text {type, message, ...}, for failed, timed_out, cancelled jobs
+  std::int64_t attempts = 0;  ///< times a worker started it (more than 1 after a service restart)
+  std::int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
+  notification_state notification = notification_state::none;
+};
+
+/// The job as the API shows it.
+[[nodiscard]] auto to_json(const job& j) -> boost::json::value;
+
+[[nodiscard]] auto now_ms() -> std::int64_t;
+
+}  // namespace service

@@ -1,0 +1,47 @@
+// procpool-service - counters and latency histograms, rendered as Prometheus text for /metrics.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <procpool/pool_stats.hpp>
+#include <string>
+#include <vector>
+
+namespace service {
+
+/// A Prometheus histogram with fixed bucket bounds in seconds.
+class histogram {
+ public:
+  histogram();
+  void observe(double seconds);
+  void render(std::string& out, const std::string& name, const std::string& help) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<std::uint64_t> counts_;
+  double sum_ = 0;
+  std::uint64_t count_ = 0;
+};
+
+/// The service's own counters. Updated on the event loop thread only.
+struct service_metrics {
+  histogram queue_seconds;  ///< accepted -> a worker took it
+  histogram run_seconds;    ///< a worker took it -> final state
+  histogram total_seconds;  ///< accepted -> final state
+  std::uint64_t accepted = 0;
+  std::uint64_t rejected_queue_full = 0;
+  std::uint64_t bad_requests = 0;
+  std::uint64_t http_requests = 0;
+  std::uint64_t webhook_delivered = 0;
+  std::uint64_t webhook_retries = 0;
+  std::uint64_t webhook_failed = 0;
+  std::uint64_t database_errors = 0;
+};
+
+/// The /metrics page: `jobs` (by job_state, from the database), the service's counters and
+/// histograms, and the pool's stats.
+auto render_metrics(const service_metrics& m, const procpool::pool_stats& pool,
+                    const std::array<std::int64_t, 6>& jobs, std::size_t event_clients)
+    -> std::string;
+
+}  // namespace service
