@@ -1,6 +1,7 @@
 #include "tasks.hpp"
 
 #include <openssl/evp.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -256,6 +257,13 @@ struct oom_input {
 /// with the service's per-worker memory limit, the allocation fails (std::bad_alloc) or the
 /// kernel kills the worker, and only this job fails.
 auto oom(const oom_input& in) -> json::value {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_AS, &limit);
+  if (limit.rlim_cur == RLIM_INFINITY) {
+    throw std::runtime_error(
+        "oom: this worker has no memory limit (--memory-limit-mb 0); refusing to exhaust the "
+        "machine's memory");
+  }
   std::vector<std::unique_ptr<char[]>> blocks;
   constexpr std::size_t block = std::size_t{16} << 20;
   for (std::int64_t got = 0; got < in.mb; got += 16) {

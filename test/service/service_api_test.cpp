@@ -1,0 +1,273 @@
+// End-to-end tests of procpool-service's HTTP API: a real process, a real SQLite file, a real
+// HTTP client over loopback.
+#include <gtest/gtest.h>
+
+#include "service_harness.hpp"
+
+using namespace service_test;
+
+namespace {
+
+auto str(const json::value& v) -> std::string {
+  return std::string(v.as_string());
+}
+
+}  // namespace
+
+TEST(ServiceApi, AJobRunsAndItsResultIsStored) {
+  service_process svc(fresh_db("runs"));
+  const reply accepted = svc.post(R"({"task": "count_primes", "input": {"n": 100}})");
+  ASSERT_EQ(accepted.status, 202u) << accepted.body;
+  const auto id = accepted.json().at("id").as_int64();
+  EXPECT_EQ(accepted.headers.at("Location"), "/jobs/" + std::to_string(id));
+
+  const json::object job = svc.wait_for(id);
+  EXPECT_EQ(str(job.at("state")), "succeeded");
+  EXPECT_EQ(job.at("result").at("primes").as_int64(), 25);
+  EXPECT_EQ(job.at("attempts").as_int64(), 1);
+  EXPECT_TRUE(job.at("created_at").is_string());
+  EXPECT_TRUE(job.at("started_at").is_string());
+  EXPECT_TRUE(job.at("finished_at").is_string());
+  EXPECT_TRUE(job.at("error").is_null());
+}
+
+TEST(ServiceApi, EveryBuiltInComputationReturnsItsResult) {
+  service_process svc(fresh_db("builtins"));
+  const auto sha = svc.submit(R"({"task": "sha256_chain", "input": {"data": "abc", "rounds": 1}})");
+  const auto sorted = svc.submit(R"({"task": "sort", "input": {"count": 1000, "seed": 7}})");
+  const auto tile = svc.submit(
+      R"({"task": "mandelbrot", "input": {"width": 40, "height": 30, "max_iterations": 100}})");
+  const auto slept = svc.submit(R"({"task": "sleep", "input": {"ms": 1}})");
+
+  EXPECT_EQ(str(svc.wait_for(sha).at("result").at("digest")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const json::object s = svc.wait_for(sorted);
+  EXPECT_EQ(s.at("result").at("count").as_int64(), 1000);
+  EXPECT_LE(s.at("result").at("min").to_number<std::uint64_t>(),
+            s.at("result").at("median").to_number<std::uint64_t>());
+  const json::object m = svc.wait_for(tile);
+  EXPECT_EQ(m.at("result").at("points").as_int64(), 1200);
+  EXPECT_GT(m.at("result").at("inside").as_int64(), 0);
+  EXPECT_EQ(str(svc.wait_for(slept).at("state")), "succeeded");
+}
+
+TEST(ServiceApi, AThrowingTaskFailsWithItsTypeAndMessage) {
+  service_process svc(fresh_db("throws"));
+  const auto id = svc.submit(R"({"task": "throw", "input": {"message": "row 7 is bad"}})");
+  const json::object job = svc.wait_for(id);
+  EXPECT_EQ(str(job.at("state")), "failed");
+  EXPECT_EQ(str(job.at("error").at("type")), "std::runtime_error");
+  EXPECT_EQ(str(job.at("error").at("message")), "row 7 is bad");
+}
+
+TEST(ServiceApi, ACrashFailsOnlyItsJobAndNamesPidSignalAndStderr) {
+  service_process svc(fresh_db("crash"), {"--workers", "2"});
+  const auto crashed = svc.submit(R"({"task": "crash", "input": {"signal": "SEGV"}})");
+  const json::object job = svc.wait_for(crashed);
+  EXPECT_EQ(str(job.at("state")), "failed");
+  const json::value& error = job.at("error");
+  EXPECT_EQ(str(error.at("type")), "worker_crashed");
+  EXPECT_EQ(error.at("signal").as_int64(), SIGSEGV);
+  EXPECT_GT(error.at("pid").as_int64(), 0);
+  EXPECT_NE(str(error.at("output_tail")).find("about to die"), std::string::npos);
+  EXPECT_NE(str(error.at("message")).find("SIGSEGV"), std::string::npos);
+  // The pool healed: the next job runs.
+  const auto after = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  EXPECT_EQ(str(svc.wait_for(after).at("state")), "succeeded");
+}
+
+TEST(ServiceApi, ATimeoutKillsTheWorkerAndFailsTheJobAsTimedOut) {
+  service_process svc(fresh_db("timeout"), {"--workers", "1"});
+  const auto id = svc.submit(R"({"task": "hang", "timeout_ms": 200})");
+  const json::object job = svc.wait_for(id);
+  EXPECT_EQ(str(job.at("state")), "timed_out");
+  EXPECT_EQ(str(job.at("error").at("type")), "timeout");
+  EXPECT_EQ(job.at("error").at("timeout_ms").as_int64(), 200);
+  // The only worker was killed and replaced: the next job runs.
+  const auto after = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  EXPECT_EQ(str(svc.wait_for(after).at("state")), "succeeded");
+  EXPECT_NE(svc.get("/metrics").body.find("procpool_tasks_timed_out_total 1\n"), std::string::npos);
+}
+
+TEST(ServiceApi, DeleteCancelsAQueuedJobAndKillsTheWorkerOfARunningOne) {
+  service_process svc(fresh_db("cancel"), {"--workers", "1", "--default-timeout-ms", "0"});
+  const auto running = svc.submit(R"({"task": "hang"})");
+  svc.wait_for(running, "running");
+  const auto queued = svc.submit(R"({"task": "sleep", "input": {"ms": 1}})");
+  EXPECT_EQ(str(svc.get("/jobs/" + std::to_string(queued)).json().at("state")), "queued");
+
+  const reply q = svc.del("/jobs/" + std::to_string(queued));
+  ASSERT_EQ(q.status, 200u) << q.body;
+  EXPECT_EQ(str(q.json().at("state")), "cancelled");
+  EXPECT_TRUE(q.json().at("started_at").is_null());  // it never ran
+
+  const reply r = svc.del("/jobs/" + std::to_string(running));
+  ASSERT_EQ(r.status, 200u) << r.body;
+  EXPECT_EQ(str(r.json().at("state")), "cancelled");
+  EXPECT_NE(svc.get("/metrics").body.find("procpool_tasks_cancelled_total 1\n"), std::string::npos);
+
+  // Already ended: 409 with the job; unknown: 404.
+  const reply again = svc.del("/jobs/" + std::to_string(running));
+  EXPECT_EQ(again.status, 409u);
+  EXPECT_EQ(str(again.json().at("job").at("state")), "cancelled");
+  EXPECT_EQ(svc.del("/jobs/999999").status, 404u);
+  // The killed worker was replaced.
+  const auto after = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  EXPECT_EQ(str(svc.wait_for(after).at("state")), "succeeded");
+}
+
+TEST(ServiceApi, ListsJobsNewestFirstFilteredByStateWithALimit) {
+  service_process svc(fresh_db("list"));
+  std::vector<std::int64_t> ok;
+  for (int i = 0; i < 3; ++i)
+    ok.push_back(svc.submit(R"({"task": "count_primes", "input": {"n": 10}})"));
+  const auto bad = svc.submit(R"({"task": "throw"})");
+  for (auto id : ok) svc.wait_for(id);
+  svc.wait_for(bad);
+
+  const json::object all = svc.get("/jobs").json().as_object();
+  ASSERT_EQ(all.at("jobs").as_array().size(), 4u);
+  EXPECT_EQ(all.at("jobs").as_array()[0].at("id").as_int64(), bad);
+
+  const json::object page = svc.get("/jobs?state=succeeded&limit=2").json().as_object();
+  ASSERT_EQ(page.at("jobs").as_array().size(), 2u);
+  EXPECT_EQ(page.at("jobs").as_array()[0].at("id").as_int64(), ok[2]);
+  EXPECT_EQ(page.at("next_before").as_int64(), ok[1]);
+  const json::object next =
+      svc.get("/jobs?state=succeeded&limit=2&before=" + std::to_string(ok[1])).json().as_object();
+  ASSERT_EQ(next.at("jobs").as_array().size(), 1u);
+  EXPECT_EQ(next.at("jobs").as_array()[0].at("id").as_int64(), ok[0]);
+
+  const json::object failed = svc.get("/jobs?state=failed").json().as_object();
+  ASSERT_EQ(failed.at("jobs").as_array().size(), 1u);
+}
+
+TEST(ServiceApi, BadRequestsGetAClear4xxAndChangeNothing) {
+  service_process svc(fresh_db("bad"), {"--max-body-bytes", "4096"});
+  struct bad_case {
+    http::verb verb;
+    std::string target, body;
+    unsigned status;
+    std::string says;
+  };
+  const std::vector<bad_case> cases = {
+      {http::verb::post, "/jobs", "{not json", 400, "not JSON"},
+      {http::verb::post, "/jobs", "[1, 2]", 400, "JSON object"},
+      {http::verb::post, "/jobs", R"({"input": {}})", 400, "'task' is required"},
+      {http::verb::post, "/jobs", R"({"task": "mine_bitcoin"})", 400,
+       "unknown task 'mine_bitcoin'"},
+      {http::verb::post, "/jobs", R"({"task": "count_primes", "input": {"n": "many"}})", 400,
+       "input.n: must be an integer"},
+      {http::verb::post, "/jobs", R"({"task": "count_primes", "input": {"n": -1}})", 400,
+       "input.n: must be between"},
+      {http::verb::post, "/jobs", R"({"task": "count_primes", "input": 5})", 400,
+       "'input' must be a JSON object"},
+      {http::verb::post, "/jobs", R"({"task": "sleep", "timeout_ms": 0})", 400, "'timeout_ms'"},
+      {http::verb::post, "/jobs", R"({"task": "sleep", "timeout_ms": "soon"})", 400,
+       "'timeout_ms'"},
+      {http::verb::post, "/jobs", R"({"task": "sleep", "notify_url": "https://x.example/"})", 400,
+       "'notify_url'"},
+      {http::verb::post, "/jobs", R"({"task": "sleep", "priority": 9})", 400,
+       "unknown field 'priority'"},
+      {http::verb::post, "/jobs",
+       R"({"task": "sleep", "input": {"ms": 1}, "x": )" + std::string(5000, ' ') + "1}", 413,
+       "too large"},
+      {http::verb::get, "/jobs/abc", "", 400, "positive integer"},
+      {http::verb::get, "/jobs/-3", "", 400, "positive integer"},
+      {http::verb::get, "/jobs/99999999999999999999", "", 400, "positive integer"},
+      {http::verb::get, "/jobs/4242", "", 404, "no job 4242"},
+      {http::verb::get, "/jobs?state=sleeping", "", 400, "state must be one of"},
+      {http::verb::get, "/jobs?limit=0", "", 400, "limit"},
+      {http::verb::get, "/jobs?order=asc", "", 400, "unknown parameter"},
+      {http::verb::put, "/jobs", "", 405, "method not allowed"},
+      {http::verb::post, "/metrics", "", 405, "method not allowed"},
+      {http::verb::get, "/admin", "", 404, "no such endpoint"},
+  };
+  for (const auto& c : cases) {
+    const reply r = call(svc.port(), c.verb, c.target, c.body);
+    EXPECT_EQ(r.status, c.status) << c.target << " " << c.body.substr(0, 80) << " -> " << r.body;
+    EXPECT_NE(r.body.find(c.says), std::string::npos) << r.body;
+  }
+  // Not HTTP at all, a broken header, a huge header: 400/413 and the connection closed.
+  EXPECT_NE(raw(svc.port(), "HELLO\r\n\r\n").find("400 Bad Request"), std::string::npos);
+  EXPECT_NE(raw(svc.port(), "GET / HTTP/1.1\r\nHost\r\n\r\n").find("400"), std::string::npos);
+  EXPECT_NE(
+      raw(svc.port(), "GET / HTTP/1.1\r\nX: " + std::string(20000, 'a') + "\r\n\r\n").find("413"),
+      std::string::npos);
+  EXPECT_NE(raw(svc.port(), "POST /jobs HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n")
+                .find("HTTP/1.1 4"),
+            std::string::npos);
+  raw(svc.port(), "POST /jobs HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"task\"");  // cut short
+
+  // Nothing was stored, and the service still serves.
+  EXPECT_EQ(svc.get("/jobs").json().at("jobs").as_array().size(), 0u);
+  EXPECT_EQ(svc.get("/healthz").status, 200u);
+  const auto id = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  EXPECT_EQ(str(svc.wait_for(id).at("state")), "succeeded");
+}
+
+TEST(ServiceApi, AFullQueueAnswers429WithRetryAfter) {
+  service_process svc(fresh_db("full"),
+                      {"--workers", "1", "--max-active-jobs", "2", "--default-timeout-ms", "0"});
+  const auto a = svc.submit(R"({"task": "hang"})");
+  const auto b = svc.submit(R"({"task": "hang"})");
+  const reply full = svc.post(R"({"task": "hang"})");
+  EXPECT_EQ(full.status, 429u);
+  EXPECT_EQ(full.headers.at("Retry-After"), "1");
+  EXPECT_NE(svc.get("/metrics").body.find("service_jobs_rejected_total 1\n"), std::string::npos);
+  // Room again once a job ends.
+  EXPECT_EQ(svc.del("/jobs/" + std::to_string(b)).status, 200u);
+  const auto c = svc.submit(R"({"task": "sleep", "input": {"ms": 1}})");
+  EXPECT_EQ(svc.del("/jobs/" + std::to_string(a)).status, 200u);
+  EXPECT_EQ(str(svc.wait_for(c).at("state")), "succeeded");
+}
+
+TEST(ServiceApi, EventsStreamEveryStateChangeInOrder) {
+  service_process svc(fresh_db("events"));
+  event_reader events(svc.port());
+  const auto id = svc.submit(R"({"task": "count_primes", "input": {"n": 1000}})");
+  const auto seen = events.wait_until([&](const std::vector<json::object>& all) {
+    for (const auto& e : all) {
+      if (e.at("id").as_int64() == id && e.at("state").as_string() == "succeeded") return true;
+    }
+    return false;
+  });
+  std::vector<std::string> states;
+  for (const auto& e : seen) {
+    if (e.at("id").as_int64() == id) states.push_back(str(e.at("state")));
+  }
+  EXPECT_EQ(states, (std::vector<std::string>{"queued", "running", "succeeded"}));
+  EXPECT_EQ(seen.back().at("result").at("primes").as_int64(), 168);
+}
+
+TEST(ServiceApi, MetricsHealthAndTasksDescribeTheService) {
+  service_process svc(fresh_db("metrics"), {"--workers", "2"});
+  const auto id = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  svc.wait_for(id);
+  const reply m = svc.get("/metrics");
+  EXPECT_EQ(m.status, 200u);
+  EXPECT_NE(m.headers.at("Content-Type").find("text/plain"), std::string::npos);
+  for (const char* line :
+       {"service_jobs{state=\"succeeded\"} 1\n", "service_jobs_accepted_total 1\n",
+        "procpool_workers 2\n", "service_job_total_seconds_count 1\n",
+        "procpool_tasks_completed_total 1\n"}) {
+    EXPECT_NE(m.body.find(line), std::string::npos) << line;
+  }
+  const reply h = svc.get("/healthz");
+  EXPECT_EQ(h.status, 200u);
+  EXPECT_EQ(str(h.json().at("status")), "ok");
+  const reply t = svc.get("/tasks");
+  EXPECT_EQ(t.json().at("tasks").as_array().size(), 9u);
+}
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+TEST(ServiceApi, AJobBeyondTheWorkerMemoryLimitFailsAlone) {
+  service_process svc(fresh_db("oom"), {"--workers", "1", "--memory-limit-mb", "512"});
+  const auto id = svc.submit(R"({"task": "oom", "input": {"mb": 4096}})");
+  const json::object job = svc.wait_for(id);
+  EXPECT_EQ(str(job.at("state")), "failed");
+  EXPECT_EQ(str(job.at("error").at("type")), "std::bad_alloc");
+  const auto after = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  EXPECT_EQ(str(svc.wait_for(after).at("state")), "succeeded");
+}
+#endif

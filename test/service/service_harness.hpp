@@ -1,0 +1,361 @@
+// Test support for the reference service: start procpool-service as a real process, talk to it
+// over loopback with a real HTTP client, receive its webhooks, read its /events stream.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace service_test {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+using asio::ip::tcp;
+using namespace std::chrono_literals;
+
+/// Hang guard for every wait in these tests (never a condition for passing).
+inline constexpr auto hang_guard = 60s;
+
+struct reply {
+  unsigned status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;
+  [[nodiscard]] auto json() const -> json::value { return json::parse(body); }
+};
+
+/// A blocking HTTP/1.1 client: one request per connection.
+inline auto call(std::uint16_t port, http::verb verb, const std::string& target,
+                 const std::string& body = "") -> reply {
+  asio::io_context ioc;
+  tcp::socket socket(ioc);
+  socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  if (!body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+  }
+  req.keep_alive(false);
+  req.prepare_payload();
+  http::write(socket, req);
+  beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  http::read(socket, buffer, res);
+  reply r{res.result_int(), res.body(), {}};
+  for (const auto& h : res) r.headers[std::string(h.name_string())] = std::string(h.value());
+  return r;
+}
+
+/// Sends raw bytes and returns everything the server answers before it closes the connection.
+inline auto raw(std::uint16_t port, const std::string& bytes) -> std::string {
+  asio::io_context ioc;
+  tcp::socket socket(ioc);
+  socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  asio::write(socket, asio::buffer(bytes));
+  socket.shutdown(tcp::socket::shutdown_send);
+  std::string out;
+  boost::system::error_code ec;
+  asio::read(socket, asio::dynamic_buffer(out), ec);
+  return out;
+}
+
+/// procpool-service running as a child process, on a free port, with its own database file.
+class service_process {
+ public:
+  explicit service_process(std::string db, std::vector<std::string> flags = {})
+      : db_(std::move(db)), flags_(std::move(flags)) {
+    start();
+  }
+  ~service_process() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait_exit();
+    }
+  }
+  service_process(const service_process&) = delete;
+  auto operator=(const service_process&) -> service_process& = delete;
+
+  [[nodiscard]] auto port() const -> std::uint16_t { return port_; }
+  [[nodiscard]] auto pid() const -> pid_t { return pid_; }
+  /// What the service printed on stdout up to its "listening" line.
+  [[nodiscard]] auto banner() const -> const std::string& { return banner_; }
+
+  auto post(const std::string& body) -> reply {
+    return call(port_, http::verb::post, "/jobs", body);
+  }
+  auto get(const std::string& target) -> reply { return call(port_, http::verb::get, target); }
+  auto del(const std::string& target) -> reply { return call(port_, http::verb::delete_, target); }
+
+  /// POSTs a job that must be accepted; returns its id.
+  auto submit(const std::string& body) -> std::int64_t {
+    const reply r = post(body);
+    if (r.status != 202)
+      throw std::runtime_error("POST /jobs: " + std::to_string(r.status) + " " + r.body);
+    return r.json().at("id").as_int64();
+  }
+
+  /// Polls GET /jobs/{id} until its state is `state` (or final, if `state` is empty).
+  auto wait_for(std::int64_t id, const std::string& state = "") -> json::object {
+    const auto deadline = std::chrono::steady_clock::now() + hang_guard;
+    for (;;) {
+      json::object job = get("/jobs/" + std::to_string(id)).json().as_object();
+      const std::string s(job.at("state").as_string());
+      const bool final = s != "queued" && s != "running";
+      if (state.empty() ? final : s == state) return job;
+      if (std::chrono::steady_clock::now() > deadline) {
+        throw std::runtime_error("job " + std::to_string(id) + " stuck in " + s);
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+
+  /// Sends `sig` and returns the exit status (or 128 + signal).
+  auto stop(int sig) -> int {
+    ::kill(pid_, sig);
+    return wait_exit();
+  }
+  auto wait_exit() -> int {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    if (out_ >= 0) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(out_, buf, sizeof buf)) > 0)
+        rest_.append(buf, static_cast<std::size_t>(n));
+      ::close(out_);
+      out_ = -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  /// Stdout after the banner, read once the process has exited.
+  [[nodiscard]] auto rest_of_output() const -> const std::string& { return rest_; }
+
+  /// Starts again on the same database (after stop()).
+  void restart() { start(); }
+
+ private:
+  void start() {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    std::vector<std::string> args = {PROCPOOL_SERVICE_BINARY, "--port", "0", "--db", db_};
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    args.insert(args.end(), {"--memory-limit-mb", "0"});  // sanitizers reserve huge address ranges
+#endif
+    args.insert(args.end(), flags_.begin(), flags_.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(pipe_fds[1]);
+    if (rc != 0) throw std::runtime_error("cannot start " + args[0]);
+    out_ = pipe_fds[0];
+    banner_.clear();
+    // The service prints "listening on http://127.0.0.1:PORT" once it serves.
+    const std::string marker = "listening on http://127.0.0.1:";
+    char c;
+    while (banner_.find(marker) == std::string::npos || banner_.back() != ' ') {
+      if (::read(out_, &c, 1) != 1) throw std::runtime_error("service exited: " + banner_);
+      banner_ += c;
+    }
+    port_ =
+        static_cast<std::uint16_t>(std::stoi(banner_.substr(banner_.find(marker) + marker.size())));
+  }
+
+  std::string db_;
+  std::vector<std::string> flags_;
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::uint16_t port_ = 0;
+  std::string banner_, rest_;
+};
+
+/// A webhook receiver on a thread: records every POST; answers `fail_first` attempts per
+/// Idempotency-Key with 503, then 200.
+class webhook_receiver {
+ public:
+  struct delivery {
+    std::string key, attempt;
+    json::object job;
+  };
+
+  explicit webhook_receiver(int fail_first = 0)
+      : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)),
+        fail_first_(fail_first),
+        thread_([this] { serve(); }) {}
+  ~webhook_receiver() {
+    stop_ = true;
+    // Unblocks the accept with a connection of our own.
+    try {
+      asio::io_context c;
+      tcp::socket s(c);
+      s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_));
+    } catch (...) {
+    }
+    thread_.join();
+  }
+  webhook_receiver(const webhook_receiver&) = delete;
+  auto operator=(const webhook_receiver&) -> webhook_receiver& = delete;
+
+  [[nodiscard]] auto url() const -> std::string {
+    return "http://127.0.0.1:" + std::to_string(port_) + "/hook";
+  }
+  /// Waits until at least `n` deliveries arrived; returns them all.
+  auto wait_for(std::size_t n) -> std::vector<delivery> {
+    std::unique_lock lock(mutex_);
+    if (!cv_.wait_for(lock, hang_guard, [&] { return deliveries_.size() >= n; })) {
+      throw std::runtime_error("only " + std::to_string(deliveries_.size()) + " webhooks arrived");
+    }
+    return deliveries_;
+  }
+  auto all() -> std::vector<delivery> {
+    std::lock_guard lock(mutex_);
+    return deliveries_;
+  }
+
+ private:
+  void serve() {
+    for (;;) {
+      boost::system::error_code ec;
+      tcp::socket socket(ioc_);
+      acceptor_.accept(socket, ec);
+      if (ec || stopping()) return;
+      beast::flat_buffer buffer;
+      http::request<http::string_body> req;
+      http::read(socket, buffer, req, ec);
+      if (ec) continue;
+      const std::string key(req["Idempotency-Key"]);
+      bool fail = false;
+      {
+        std::lock_guard lock(mutex_);
+        fail = attempts_[key]++ < fail_first_;
+        boost::system::error_code jec;
+        json::value v = json::parse(req.body(), jec);
+        if (!fail && !jec && v.is_object()) {
+          deliveries_.push_back({key, std::string(req["X-Procpool-Attempt"]), v.as_object()});
+        }
+      }
+      http::response<http::string_body> res{
+          fail ? http::status::service_unavailable : http::status::ok, 11};
+      res.keep_alive(false);
+      res.prepare_payload();
+      http::write(socket, res, ec);
+      cv_.notify_all();
+    }
+  }
+  auto stopping() -> bool { return stop_.load(); }
+
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::uint16_t port_ = acceptor_.local_endpoint().port();
+  int fail_first_;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::map<std::string, int> attempts_;
+  std::vector<delivery> deliveries_;
+  std::thread thread_;
+};
+
+/// Reads GET /events on a thread and keeps every event's job.
+class event_reader {
+ public:
+  explicit event_reader(std::uint16_t port) : socket_(ioc_) {
+    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    const std::string req = "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    asio::write(socket_, asio::buffer(req));
+    // The head, then the stream's opening comment: subscribed from here on.
+    asio::read_until(socket_, buffer_, "\r\n\r\n");
+    asio::read_until(socket_, buffer_, ": connected\n\n");
+    buffer_.consume(buffer_.size());
+    thread_ = std::thread([this] { read(); });
+  }
+  ~event_reader() {
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    thread_.join();
+  }
+  event_reader(const event_reader&) = delete;
+  auto operator=(const event_reader&) -> event_reader& = delete;
+
+  /// Waits until `pred(events)` holds; returns the events.
+  template <class Pred>
+  auto wait_until(Pred pred) -> std::vector<json::object> {
+    std::unique_lock lock(mutex_);
+    if (!cv_.wait_for(lock, hang_guard, [&] { return pred(events_); })) {
+      throw std::runtime_error("the awaited events did not arrive");
+    }
+    return events_;
+  }
+
+ private:
+  void read() {
+    boost::system::error_code ec;
+    for (;;) {
+      const std::size_t n = asio::read_until(socket_, buffer_, "\n\n", ec);
+      if (ec) return;
+      std::string block(asio::buffers_begin(buffer_.data()),
+                        asio::buffers_begin(buffer_.data()) + static_cast<std::ptrdiff_t>(n));
+      buffer_.consume(n);
+      const auto data = block.find("data: ");
+      if (data == std::string::npos) continue;
+      const auto end = block.find('\n', data);
+      json::value v = json::parse(block.substr(data + 6, end - data - 6));
+      std::lock_guard lock(mutex_);
+      events_.push_back(v.as_object());
+      cv_.notify_all();
+    }
+  }
+  asio::io_context ioc_;
+  tcp::socket socket_;
+  asio::streambuf buffer_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<json::object> events_;
+  std::thread thread_;
+};
+
+/// A fresh database path for one test.
+inline auto fresh_db(const std::string& name) -> std::string {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("procpool-service-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = dir / (name + ".db");
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+  return path.string();
+}
+
+}  // namespace service_test
