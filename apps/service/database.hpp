@@ -1,10 +1,20 @@
 // procpool-service - the store, reached from the event loop without blocking it.
 #pragma once
 
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <procpool/to_thread.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "store.hpp"
 
@@ -15,7 +25,11 @@ namespace service {
 ///
 ///     job_change c = co_await db.run([j](store& s) { return s.insert(j); });
 ///
-/// A store exception is rethrown at the co_await.
+/// Operations that arrive while the thread is busy are run together in one transaction (group
+/// commit): one sync to disk for many changes, which is what lets a durable service keep up with
+/// many clients. Each caller resumes only after the commit that holds its change; a store
+/// exception, or a failed commit, is rethrown at its co_await. Operations run in the order they
+/// were called.
 class database {
  public:
   explicit database(store& s) : store_(s), thread_(1) {}
@@ -25,14 +39,91 @@ class database {
 
   template <class F>
   auto run(F f) {
-    return procpool::to_thread_on(thread_.get_executor(),
-                                  [s = &store_, f = std::move(f)]() mutable { return f(*s); });
+    using R = std::invoke_result_t<F&, store&>;
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
+                                       void(std::exception_ptr, R)>(
+        [this](auto handler, F fn) {
+          enqueue(std::make_unique<op<F, R, decltype(handler)>>(std::move(fn), std::move(handler)));
+        },
+        boost::asio::use_awaitable, std::move(f));
   }
 
   [[nodiscard]] auto service_id() const -> const std::string& { return store_.service_id(); }
 
  private:
+  struct op_base {
+    virtual ~op_base() = default;
+    virtual void execute(store& s) = 0;
+    virtual void complete(std::exception_ptr commit_error) = 0;
+  };
+
+  template <class F, class R, class Handler>
+  struct op final : op_base {
+    op(F fn, Handler h)
+        : f(std::move(fn)),
+          handler(std::move(h)),
+          work(boost::asio::make_work_guard(boost::asio::get_associated_executor(handler))) {}
+    void execute(store& s) override {
+      try {
+        result.emplace(f(s));
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    void complete(std::exception_ptr commit_error) override {
+      if (commit_error && !error) error = commit_error;
+      auto ex = work.get_executor();
+      boost::asio::post(
+          ex, [h = std::move(handler), w = std::move(work), e = error,
+               r = std::move(result)]() mutable { std::move(h)(e, e ? R{} : std::move(*r)); });
+    }
+    F f;
+    Handler handler;
+    boost::asio::executor_work_guard<boost::asio::associated_executor_t<Handler>> work;
+    std::optional<R> result;
+    std::exception_ptr error;
+  };
+
+  void enqueue(std::unique_ptr<op_base> o) {
+    std::lock_guard lock(mutex_);
+    pending_.push_back(std::move(o));
+    if (!scheduled_) {
+      scheduled_ = true;
+      boost::asio::post(thread_, [this] { drain(); });
+    }
+  }
+
+  // On the database thread: everything queued so far, in one transaction.
+  void drain() {
+    std::vector<std::unique_ptr<op_base>> batch;
+    {
+      std::lock_guard lock(mutex_);
+      batch.swap(pending_);
+      scheduled_ = false;
+    }
+    std::exception_ptr commit_error;
+    bool in_batch = false;
+    try {
+      store_.begin_batch();
+      in_batch = true;
+    } catch (...) {
+      // Without the batch each change is still a transaction of its own.
+    }
+    for (auto& o : batch) o->execute(store_);
+    if (in_batch) {
+      try {
+        store_.commit_batch();
+      } catch (...) {
+        commit_error = std::current_exception();
+      }
+    }
+    for (auto& o : batch) o->complete(commit_error);
+  }
+
   store& store_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<op_base>> pending_;
+  bool scheduled_ = false;
   boost::asio::thread_pool thread_;
 };
 

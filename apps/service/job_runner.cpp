@@ -136,33 +136,53 @@ auto job_runner::lane() -> asio::awaitable<void> {
     active_job& a = active_.at(id);
     a.running = true;
     ++running_;
-    const job_change started = co_await persist([id](store& s) { return s.start(id); });
-    a.record = started.after;
-    metrics_.queue_seconds.observe((started.after.started_ms - started.after.created_ms) / 1000.0);
-    events_.publish(started);
-
-    outcome o;
-    if (a.cancel_requested) {
-      o = {job_state::cancelled, "",
-           R"({"type":"cancelled","message":"cancelled by a DELETE request"})"};
-    } else if (a.stop_requested) {
-      o = {job_state::queued, "", "", true};
-    } else {
-      o = co_await execute(a);
-    }
+    // The start is written while the task runs, not before: the database thread keeps changes in
+    // order, so `running` is committed (and announced) before the job's end; and if the service
+    // dies first, a job still `queued` in the database is re-queued just as a `running` one is.
+    in_background(record_start(id));
+    outcome o = co_await execute(a);
     --running_;
-    if (o.requeue) {
-      const job_change c = co_await persist([id](store& s) { return s.requeue(id); });
-      a.ended->cancel();
-      active_.erase(id);
-      events_.publish(c);
-      continue;
-    }
-    // Named, not a temporary in the co_await: GCC 12 destroys a temporary coroutine argument
-    // twice there.
-    auto finish = [id, o](store& s) { return s.finish(id, o.state, o.result, o.error); };
-    finished(co_await persist(std::move(finish)));
+    // The lane is free as soon as the worker is: the end is written in the background too.
+    in_background(record_end(id, std::move(o)));
   }
+}
+
+void job_runner::in_background(asio::awaitable<void> write) {
+  ++writes_in_flight_;
+  asio::co_spawn(ex_, std::move(write), [this](std::exception_ptr ep) {
+    if (ep) {
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "job state write failed: %s\n", e.what());
+      }
+    }
+    if (--writes_in_flight_ == 0 && stopping_) lanes_done_.cancel();
+  });
+}
+
+auto job_runner::record_start(std::int64_t id) -> asio::awaitable<void> {
+  const job_change started = co_await persist([id](store& s) { return s.start(id); });
+  metrics_.queue_seconds.observe((started.after.started_ms - started.after.created_ms) / 1000.0);
+  events_.publish(started);
+}
+
+auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void> {
+  if (o.requeue) {
+    const job_change c = co_await persist([id](store& s) { return s.requeue(id); });
+    if (auto it = active_.find(id); it != active_.end()) {
+      it->second.ended->cancel();
+      active_.erase(it);
+    }
+    events_.publish(c);
+    co_return;
+  }
+  // Named, not a temporary in the co_await: GCC 12 destroys a temporary coroutine argument twice
+  // there.
+  auto finish = [id, o = std::move(o)](store& s) {
+    return s.finish(id, o.state, o.result, o.error);
+  };
+  finished(co_await persist(std::move(finish)));
 }
 
 namespace {
@@ -191,6 +211,7 @@ auto crash_message(const procpool::worker_crashed& e) -> std::string {
 
 auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
   const job& j = a.record;
+  if (a.stop_requested) co_return outcome{job_state::queued, "", "", true};
   try {
     std::string result = co_await pool_.async_submit(
         procpool::task_options{.timeout = std::chrono::milliseconds(j.timeout_ms)}, run_task,
@@ -247,7 +268,6 @@ auto job_runner::cancel(std::int64_t id) -> asio::awaitable<std::optional<job>> 
     finished(c);
     co_return c.after;
   }
-  a.cancel_requested = true;
   a.kill.emit(asio::cancellation_type::terminal);
   const auto ended = a.ended;
   boost::system::error_code ec;
@@ -258,7 +278,8 @@ auto job_runner::cancel(std::int64_t id) -> asio::awaitable<std::optional<job>> 
 auto job_runner::drain(std::chrono::steady_clock::time_point deadline) -> asio::awaitable<bool> {
   stopping_ = true;
   work_ready_.cancel();
-  if (lanes_alive_ > 0) {
+  // Lanes end when their task has ended; they do not wait for the writes.
+  while (lanes_alive_ > 0 && std::chrono::steady_clock::now() < deadline) {
     lanes_done_.expires_at(deadline);
     boost::system::error_code ec;
     co_await lanes_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -270,11 +291,12 @@ auto job_runner::drain(std::chrono::steady_clock::time_point deadline) -> asio::
       a.stop_requested = true;
       a.kill.emit(asio::cancellation_type::terminal);
     }
-    while (lanes_alive_ > 0) {
-      lanes_done_.expires_at(asio::steady_timer::time_point::max());
-      boost::system::error_code ec;
-      co_await lanes_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
+  }
+  // Killed tasks end at once; then every state change still being written is committed.
+  while (lanes_alive_ > 0 || writes_in_flight_ > 0) {
+    lanes_done_.expires_at(asio::steady_timer::time_point::max());
+    boost::system::error_code ec;
+    co_await lanes_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   co_return drained;
 }

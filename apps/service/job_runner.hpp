@@ -69,7 +69,6 @@ class job_runner {
   struct active_job {
     job record;
     bool running = false;
-    bool cancel_requested = false;
     bool stop_requested = false;  // killed by drain: back to the queue, not cancelled
     boost::asio::cancellation_signal kill;
     std::shared_ptr<boost::asio::steady_timer> ended;
@@ -81,6 +80,9 @@ class job_runner {
   };
 
   auto lane() -> boost::asio::awaitable<void>;
+  void in_background(boost::asio::awaitable<void> write);
+  auto record_start(std::int64_t id) -> boost::asio::awaitable<void>;
+  auto record_end(std::int64_t id, outcome o) -> boost::asio::awaitable<void>;
   auto execute(active_job& a) -> boost::asio::awaitable<outcome>;
   /// A state change that must not be lost: retried (with back-off) while the database fails.
   template <class F>
@@ -97,7 +99,7 @@ class job_runner {
   runner_options options_;
   std::map<std::int64_t, active_job> active_;
   std::deque<std::int64_t> queue_;
-  std::size_t accepting_ = 0, running_ = 0, lanes_alive_ = 0;
+  std::size_t accepting_ = 0, running_ = 0, lanes_alive_ = 0, writes_in_flight_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer work_ready_, lanes_done_;
 };

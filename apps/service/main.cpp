@@ -6,6 +6,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <procpool/procpool.hpp>
@@ -20,6 +22,29 @@
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
+
+// [custom-task]
+// A task of your own: an input struct that parses and checks its JSON (bad input becomes a 400
+// naming the field), and a plain function that computes the result in a worker process.
+struct collatz_input {
+  std::int64_t below;
+  static auto parse(const boost::json::object& in) -> collatz_input {
+    return {service::integer_field(in, "below", 2, 100'000'000, 1'000'000)};
+  }
+};
+
+auto longest_collatz(const collatz_input& in) -> boost::json::value {
+  std::int64_t best = 1, best_steps = 0;
+  for (std::int64_t start = 1; start < in.below; ++start) {
+    std::int64_t steps = 0;
+    for (std::uint64_t n = static_cast<std::uint64_t>(start); n != 1; ++steps) {
+      n = n % 2 == 0 ? n / 2 : 3 * n + 1;
+    }
+    if (steps > best_steps) best = start, best_steps = steps;
+  }
+  return {{"start", best}, {"steps", best_steps}};
+}
+// [custom-task]
 
 namespace {
 
@@ -138,9 +163,13 @@ int main(int argc, char** argv) {
   }
   if (!cfg) return 0;
 
+  // [register-tasks]
   // Every task must exist before procpool::init(): workers are copies of the process as it is now.
-  service::add_builtin_tasks(service::task_registry::global());
+  auto& tasks = service::task_registry::global();
+  service::add_builtin_tasks(tasks);
+  tasks.add<&longest_collatz>("collatz", "the longest Collatz chain below n; input {below}");
   procpool::init();
+  // [register-tasks]
 
   std::string demo_db;
   if (cfg->demo) {

@@ -75,17 +75,21 @@ auto random_id() -> std::string {
   return hex;
 }
 
-// A transaction that rolls back unless committed.
+// One change, all or nothing: a savepoint, so that it is a transaction of its own or, inside a
+// batch (store::begin_batch), a part of the batch's transaction that can fail alone.
 class transaction {
  public:
-  explicit transaction(sqlite3* db) : db_(db) { exec("BEGIN IMMEDIATE"); }
+  explicit transaction(sqlite3* db) : db_(db) { exec("SAVEPOINT change"); }
   ~transaction() {
-    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (!done_) {
+      sqlite3_exec(db_, "ROLLBACK TO change", nullptr, nullptr, nullptr);
+      sqlite3_exec(db_, "RELEASE change", nullptr, nullptr, nullptr);
+    }
   }
   transaction(const transaction&) = delete;
   auto operator=(const transaction&) -> transaction& = delete;
   void commit() {
-    exec("COMMIT");
+    exec("RELEASE change");
     done_ = true;
   }
 
@@ -140,6 +144,19 @@ store::store(const std::string& path, bool full_sync) {
 
 store::~store() {
   sqlite3_close(db_);
+}
+
+void store::begin_batch() {
+  exec("BEGIN IMMEDIATE");
+}
+
+void store::commit_batch() {
+  try {
+    exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 void store::exec(const char* sql) {

@@ -29,9 +29,9 @@ struct recovery {
 };
 
 /// The job table, the append-only change log (job_events), and the service's identity. Every
-/// method commits before it returns; with `full_sync`, the commit has reached the disk (SQLite
-/// synchronous=FULL), otherwise it survives a crash of the process but perhaps not of the machine.
-/// Throws std::runtime_error naming SQLite's error.
+/// method commits before it returns (unless inside a batch, see begin_batch); with `full_sync`, the
+/// commit has reached the disk (SQLite synchronous=FULL), otherwise it survives a crash of the
+/// process but perhaps not of the machine. Throws std::runtime_error naming SQLite's error.
 class store {
  public:
   store(const std::string& path, bool full_sync);
@@ -59,6 +59,12 @@ class store {
       -> std::vector<job>;
   /// Jobs per state, indexed by job_state.
   auto count_by_state() -> std::array<std::int64_t, 6>;
+
+  /// Group commit: the changes made between these two calls are committed together, in one
+  /// transaction and one sync to disk. commit_batch throws (and rolls them all back) if the commit
+  /// fails; a change that failed on its own inside the batch was already undone alone.
+  void begin_batch();
+  void commit_batch();
 
   /// Start-up: jobs left running by a stopped service go back to the queue (or, after
   /// `max_attempts` starts, fail as "interrupted"); returns what must run and be notified.

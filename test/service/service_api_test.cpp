@@ -51,6 +51,14 @@ TEST(ServiceApi, EveryBuiltInComputationReturnsItsResult) {
   EXPECT_EQ(str(svc.wait_for(slept).at("state")), "succeeded");
 }
 
+TEST(ServiceApi, ATaskRegisteredByTheProgramRuns) {
+  service_process svc(fresh_db("custom"));
+  const auto id = svc.submit(R"({"task": "collatz", "input": {"below": 1000000}})");
+  const json::object job = svc.wait_for(id);
+  EXPECT_EQ(job.at("result").at("start").as_int64(), 837799);
+  EXPECT_EQ(job.at("result").at("steps").as_int64(), 524);
+}
+
 TEST(ServiceApi, AThrowingTaskFailsWithItsTypeAndMessage) {
   service_process svc(fresh_db("throws"));
   const auto id = svc.submit(R"({"task": "throw", "input": {"message": "row 7 is bad"}})");
@@ -257,7 +265,7 @@ TEST(ServiceApi, MetricsHealthAndTasksDescribeTheService) {
   EXPECT_EQ(h.status, 200u);
   EXPECT_EQ(str(h.json().at("status")), "ok");
   const reply t = svc.get("/tasks");
-  EXPECT_EQ(t.json().at("tasks").as_array().size(), 9u);
+  EXPECT_EQ(t.json().at("tasks").as_array().size(), 10u);
 }
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
