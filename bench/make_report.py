@@ -13,6 +13,9 @@ import sys
 LINE = re.compile(r"^([A-Za-z0-9_.\-]+): (\S+) (\S+)$")
 
 
+SERVICE_BEGIN = "<!-- service-load:begin -->"
+
+
 def load(run_dir):
     values, units, runs = {}, {}, 0
     for name in sorted(os.listdir(run_dir)):
@@ -200,8 +203,14 @@ def main(run_dir, out_md, out_png):
           f"{fmt(scaled_against) + ' ' + unit if scaled_against is not None else '–'} | "
           f"{verdict(got, scaled_against, ok)} |")
 
+    # The service's load section is written by scripts/bench-service.sh; keep it.
+    kept = ""
+    if os.path.exists(out_md):
+        old = open(out_md).read()
+        if SERVICE_BEGIN in old:
+            kept = "\n" + old[old.index(SERVICE_BEGIN):]
     with open(out_md, "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write("\n".join(out) + "\n" + kept)
     chart(F, out_png)
 
 

@@ -182,7 +182,9 @@ int main(int argc, char** argv) {
   posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&fa, out[0]);
   pid_t pid = 0;
-  if (::posix_spawn(&pid, cargs[0], &fa, nullptr, cargs.data(), environ) != 0) return 1;
+  const int spawned = ::posix_spawn(&pid, cargs[0], &fa, nullptr, cargs.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (spawned != 0) return 1;
   ::close(out[1]);
   std::string banner;
   const std::string marker = "listening on http://127.0.0.1:";

@@ -20,7 +20,11 @@ struct config {
   std::int64_t default_timeout_ms = 60'000;  ///< for jobs that give none; 0: no limit
   std::int64_t max_timeout_ms = 3'600'000;
   std::int64_t drain_timeout_ms = 10'000;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  std::size_t memory_limit_mb = 0;  ///< sanitizers reserve terabytes of address space
+#else
   std::size_t memory_limit_mb = 2048;  ///< per worker (address space); 0: none
+#endif
   std::int64_t max_attempts = 3;
   int webhook_attempts = 6;
   std::int64_t webhook_backoff_ms = 200;
