@@ -12,6 +12,7 @@
 #include <cstring>
 #include <typeinfo>
 
+#include "background.hpp"
 #include "tasks.hpp"
 
 namespace asio = boost::asio;
@@ -52,16 +53,9 @@ auto job_runner::recover() -> asio::awaitable<recovery> {
 void job_runner::start() {
   for (std::size_t i = 0; i < options_.lanes; ++i) {
     ++lanes_alive_;
-    asio::co_spawn(ex_, lane(), [this](std::exception_ptr ep) {
-      if (ep) {
-        try {
-          std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-          std::fprintf(stderr, "job lane stopped: %s\n", e.what());
-        }
-      }
-      if (--lanes_alive_ == 0) lanes_done_.cancel();
-    });
+    asio::co_spawn(ex_, lane(), report_failure("job lane stopped", [this] {
+                     if (--lanes_alive_ == 0) lanes_done_.cancel();
+                   }));
   }
 }
 
@@ -149,16 +143,9 @@ auto job_runner::lane() -> asio::awaitable<void> {
 
 void job_runner::in_background(asio::awaitable<void> write) {
   ++writes_in_flight_;
-  asio::co_spawn(ex_, std::move(write), [this](std::exception_ptr ep) {
-    if (ep) {
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "job state write failed: %s\n", e.what());
-      }
-    }
-    if (--writes_in_flight_ == 0 && stopping_) lanes_done_.cancel();
-  });
+  asio::co_spawn(ex_, std::move(write), report_failure("job state write failed", [this] {
+                   if (--writes_in_flight_ == 0 && stopping_) lanes_done_.cancel();
+                 }));
 }
 
 auto job_runner::record_start(std::int64_t id) -> asio::awaitable<void> {

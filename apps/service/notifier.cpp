@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <string>
 
+#include "background.hpp"
 #include "http_client.hpp"
 
 namespace asio = boost::asio;
@@ -20,16 +21,9 @@ notifier::notifier(asio::any_io_executor ex, database& db, service_metrics& metr
 
 void notifier::deliver(job j) {
   ++in_flight_;
-  asio::co_spawn(ex_, run(std::move(j)), [this](std::exception_ptr ep) {
-    if (ep) {
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "webhook: %s\n", e.what());
-      }
-    }
-    if (--in_flight_ == 0) idle_.cancel();
-  });
+  asio::co_spawn(ex_, run(std::move(j)), report_failure("webhook", [this] {
+                   if (--in_flight_ == 0) idle_.cancel();
+                 }));
 }
 
 auto notifier::run(job j) -> asio::awaitable<void> {

@@ -43,6 +43,15 @@ auto query(const std::string& db, const std::string& sql) -> std::vector<std::ve
   return rows;
 }
 
+// Polls the job until its webhook reached `state` (written just after the receiver answers).
+void wait_for_notification(service_process& svc, std::int64_t id, const std::string& state) {
+  const auto deadline = std::chrono::steady_clock::now() + hang_guard;
+  while (str(svc.get("/jobs/" + std::to_string(id)).json().at("notification")) != state) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "notification never " << state;
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
 }  // namespace
 
 TEST(ServiceLifespan, SigtermLetsRunningJobsFinishExitsZeroAndKeepsQueuedJobs) {
@@ -107,12 +116,7 @@ TEST(ServiceWebhooks, AFailedWebhookIsRetriedWithTheSameIdempotencyKey) {
   EXPECT_EQ(str(got[0].job.at("state")), "succeeded");
   EXPECT_EQ(got[0].job.at("result").at("primes").as_int64(), 25);
   EXPECT_TRUE(got[0].key.ends_with("-" + std::to_string(id))) << got[0].key;
-  // The job records the delivery (polled: it is written just after the receiver answers).
-  const auto deadline = std::chrono::steady_clock::now() + hang_guard;
-  while (str(svc.get("/jobs/" + std::to_string(id)).json().at("notification")) != "delivered") {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    std::this_thread::sleep_for(10ms);
-  }
+  wait_for_notification(svc, id, "delivered");
   EXPECT_NE(svc.get("/metrics").body.find("service_webhook_retries_total 2\n"), std::string::npos);
 }
 
@@ -122,11 +126,7 @@ TEST(ServiceWebhooks, AWebhookThatNeverSucceedsIsMarkedFailed) {
                       {"--webhook-backoff-ms", "10", "--webhook-attempts", "3"});
   const auto id = svc.submit(R"({"task": "count_primes", "input": {"n": 100}, "notify_url": ")" +
                              receiver.url() + R"("})");
-  const auto deadline = std::chrono::steady_clock::now() + hang_guard;
-  while (str(svc.get("/jobs/" + std::to_string(id)).json().at("notification")) != "failed") {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
-    std::this_thread::sleep_for(10ms);
-  }
+  wait_for_notification(svc, id, "failed");
   EXPECT_NE(svc.get("/metrics").body.find("service_webhooks_failed_total 1\n"), std::string::npos);
 }
 
