@@ -22,7 +22,7 @@ def read(path):
         if ": " not in line:
             continue
         name, rest = line.split(": ", 1)
-        values[name.split("_", 1)[1]] = rest.split(" ")[0]
+        values[name.removeprefix("service_load_")] = rest.split(" ")[0]
     return desc, values
 
 
