@@ -159,8 +159,10 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
 
   auto [status, stored] = co_await runner_.accept(std::move(j));
   if (status == accept_status::queue_full) {
-    response r = error_response(429, "too many jobs queued or running (" +
-                                         std::to_string(cfg_.max_active_jobs) + "); retry later");
+    response r = error_response(429, "the service holds as many jobs as it may (" +
+                                         std::to_string(cfg_.max_active_jobs) + " jobs or " +
+                                         std::to_string(cfg_.max_active_input_mb) +
+                                         " MiB of input, queued or running); retry later");
     r.set(http::field::retry_after, "1");
     co_return r;
   }

@@ -59,6 +59,11 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) {
          c.max_active_jobs = number<std::size_t>("max-active-jobs", v, 1, 10'000'000);
        }},
+      {"max-active-input-mb",
+       "MiB of job input held by queued and running jobs before POST /jobs answers 429 (256)",
+       [](config& c, const std::string& v) {
+         c.max_active_input_mb = number<std::size_t>("max-active-input-mb", v, 1, 1 << 20);
+       }},
       {"max-connections", "open HTTP connections before new ones get 503 (1024)",
        [](config& c, const std::string& v) {
          c.max_connections = number<std::size_t>("max-connections", v, 1, 1'000'000);

@@ -16,6 +16,7 @@ struct config {
   bool full_sync = true;  ///< SQLite synchronous=FULL: committed means on disk
   std::size_t max_body_bytes = 1 << 20;
   std::size_t max_active_jobs = 10'000;
+  std::size_t max_active_input_mb = 256;
   std::size_t max_connections = 1024;
   std::int64_t default_timeout_ms = 60'000;  ///< for jobs that give none; 0: no limit
   std::int64_t max_timeout_ms = 3'600'000;

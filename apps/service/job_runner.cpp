@@ -37,6 +37,7 @@ job_runner::job_runner(asio::any_io_executor ex, procpool::process_pool& pool, d
 void job_runner::add_active(job j) {
   const std::int64_t id = j.id;
   auto& a = active_[id];
+  active_input_bytes_ += j.input.size();
   a.record = std::move(j);
   a.ended = std::make_shared<asio::steady_timer>(ex_, asio::steady_timer::time_point::max());
   queue_.push_back(id);
@@ -61,12 +62,15 @@ void job_runner::start() {
 
 auto job_runner::accept(job j) -> asio::awaitable<std::pair<accept_status, job>> {
   if (stopping_) co_return std::pair{accept_status::stopping, std::move(j)};
-  if (active() >= options_.max_active) {
+  const std::size_t input_bytes = j.input.size();
+  if (active() >= options_.max_active ||
+      active_input_bytes_ + input_bytes > options_.max_active_input_bytes) {
     ++metrics_.rejected_queue_full;
     co_return std::pair{accept_status::queue_full, std::move(j)};
   }
-  // Counted while the insert is in flight, so concurrent requests cannot overshoot max_active.
+  // Counted while the insert is in flight, so concurrent requests cannot overshoot the limits.
   ++accepting_;
+  active_input_bytes_ += input_bytes;
   auto insert = db_.run([j = std::move(j)](store& s) { return s.insert(j); });
   std::exception_ptr failure;
   job_change c;
@@ -76,6 +80,7 @@ auto job_runner::accept(job j) -> asio::awaitable<std::pair<accept_status, job>>
     failure = std::current_exception();
   }
   --accepting_;
+  active_input_bytes_ -= input_bytes;  // add_active counts it again
   if (failure) {
     ++metrics_.database_errors;
     std::rethrow_exception(failure);
@@ -105,12 +110,17 @@ auto job_runner::persist(F change) -> asio::awaitable<job_change> {
   }
 }
 
-void job_runner::finished(const job_change& c) {
-  const job& j = c.after;
-  if (auto it = active_.find(j.id); it != active_.end()) {
+void job_runner::retire(std::int64_t id) {
+  if (auto it = active_.find(id); it != active_.end()) {
+    active_input_bytes_ -= it->second.record.input.size();
     it->second.ended->cancel();
     active_.erase(it);
   }
+}
+
+void job_runner::finished(const job_change& c) {
+  const job& j = c.after;
+  retire(j.id);
   if (j.started_ms != 0) metrics_.run_seconds.observe((j.finished_ms - j.started_ms) / 1000.0);
   metrics_.total_seconds.observe((j.finished_ms - j.created_ms) / 1000.0);
   events_.publish(c);
@@ -157,10 +167,7 @@ auto job_runner::record_start(std::int64_t id) -> asio::awaitable<void> {
 auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void> {
   if (o.requeue) {
     const job_change c = co_await persist([id](store& s) { return s.requeue(id); });
-    if (auto it = active_.find(id); it != active_.end()) {
-      it->second.ended->cancel();
-      active_.erase(it);
-    }
+    retire(id);
     events_.publish(c);
     co_return;
   }

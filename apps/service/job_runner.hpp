@@ -27,6 +27,9 @@ struct runner_options {
   std::size_t lanes = 1;
   /// Most jobs queued or running at once; beyond it, POST /jobs answers 429.
   std::size_t max_active = 10'000;
+  /// Most bytes of input held by jobs queued or running (the service keeps them in memory until
+  /// the job ends); beyond it, POST /jobs answers 429 too.
+  std::size_t max_active_input_bytes = std::size_t{256} << 20;
   /// A job interrupted this many times by a stopping service (a crash, kill -9, or a drain that
   /// ran out of time) fails as "interrupted" at the next start instead of running again.
   std::int64_t max_attempts = 3;
@@ -89,6 +92,8 @@ class job_runner {
   auto persist(F change) -> boost::asio::awaitable<job_change>;
   void finished(const job_change& c);
   void add_active(job j);
+  /// Forgets an active job that has ended or gone back to the database's queue.
+  void retire(std::int64_t id);
 
   boost::asio::any_io_executor ex_;
   procpool::process_pool& pool_;
@@ -100,6 +105,7 @@ class job_runner {
   std::map<std::int64_t, active_job> active_;
   std::deque<std::int64_t> queue_;
   std::size_t accepting_ = 0, running_ = 0, lanes_alive_ = 0, writes_in_flight_ = 0;
+  std::size_t active_input_bytes_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer work_ready_, lanes_done_;
 };

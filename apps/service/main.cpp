@@ -81,9 +81,11 @@ auto serve(service::config cfg) -> int {
   service::notifier notify(ioc.get_executor(), db, metrics,
                            {.attempts = cfg.webhook_attempts,
                             .first_backoff = std::chrono::milliseconds(cfg.webhook_backoff_ms)});
-  service::job_runner runner(
-      ioc.get_executor(), pool, db, notify, events, metrics,
-      {.lanes = workers, .max_active = cfg.max_active_jobs, .max_attempts = cfg.max_attempts});
+  service::job_runner runner(ioc.get_executor(), pool, db, notify, events, metrics,
+                             {.lanes = workers,
+                              .max_active = cfg.max_active_jobs,
+                              .max_active_input_bytes = cfg.max_active_input_mb << 20,
+                              .max_attempts = cfg.max_attempts});
   service::api handler(cfg, service::task_registry::global(), runner, db, pool, events, metrics);
   service::http_server server(
       ioc.get_executor(),

@@ -230,6 +230,25 @@ TEST(ServiceApi, AFullQueueAnswers429WithRetryAfter) {
   EXPECT_EQ(str(svc.wait_for(c).at("state")), "succeeded");
 }
 
+TEST(ServiceApi, InputHeldByWaitingJobsIsBoundedToo) {
+  service_process svc(fresh_db("full-bytes"), {"--workers", "1", "--max-active-input-mb", "1",
+                                               "--default-timeout-ms", "0"});
+  const auto running = svc.submit(R"({"task": "hang"})");
+  const std::string big = R"({"task": "sha256_chain", "input": {"rounds": 1, "data": ")" +
+                          std::string(600'000, 'x') + R"("}})";
+  const auto first = svc.submit(big);  // 600 kB of the 1 MiB
+  const reply full = svc.post(big);
+  EXPECT_EQ(full.status, 429u);
+  EXPECT_NE(full.body.find("MiB of input"), std::string::npos) << full.body;
+  // Small jobs still fit; the big one fits again once the first has ended.
+  const auto small = svc.submit(R"({"task": "sleep", "input": {"ms": 1}})");
+  EXPECT_EQ(svc.del("/jobs/" + std::to_string(running)).status, 200u);
+  svc.wait_for(first);
+  svc.wait_for(small);
+  const auto again = svc.submit(big);
+  EXPECT_EQ(str(svc.wait_for(again).at("state")), "succeeded");
+}
+
 TEST(ServiceApi, EventsStreamEveryStateChangeInOrder) {
   service_process svc(fresh_db("events"));
   event_reader events(svc.port());
