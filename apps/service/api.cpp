@@ -66,6 +66,11 @@ auto api::handle(const request& req) -> asio::awaitable<response> {
   co_return res;
 }
 
+auto api::changes_since(std::int64_t seq, std::int64_t limit)
+    -> asio::awaitable<std::vector<job_change>> {
+  co_return co_await db_.run([seq, limit](store& s) { return s.latest_changes_after(seq, limit); });
+}
+
 auto api::route(const request& req) -> asio::awaitable<response> {
   const std::string_view target = req.target();
   const auto question = target.find('?');

@@ -47,6 +47,11 @@ class api {
 
   auto handle(const request& req) -> boost::asio::awaitable<response>;
 
+  /// For an /events client that reconnects with `Last-Event-ID: seq`: the latest change of every
+  /// job changed since, oldest first, at most `limit`.
+  auto changes_since(std::int64_t seq, std::int64_t limit)
+      -> boost::asio::awaitable<std::vector<job_change>>;
+
  private:
   auto route(const request& req) -> boost::asio::awaitable<response>;
   auto post_job(const request& req) -> boost::asio::awaitable<response>;

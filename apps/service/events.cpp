@@ -16,18 +16,21 @@ void event_hub::unsubscribe(const std::shared_ptr<event_subscriber>& s) {
   std::erase(subscribers_, s);
 }
 
+auto format_event(const job_change& c) -> std::string {
+  return "id: " + std::to_string(c.seq) +
+         "\nevent: job\ndata: " + boost::json::serialize(to_json(c.after)) + "\n\n";
+}
+
 void event_hub::publish(const job_change& c) {
   if (subscribers_.empty()) return;
-  const std::string text = "id: " + std::to_string(c.seq) +
-                           "\nevent: job\ndata: " + boost::json::serialize(to_json(c.after)) +
-                           "\n\n";
+  const std::string text = format_event(c);
   for (auto& s : subscribers_) {
     if (s->overflowed) continue;
     if (s->pending.size() >= max_backlog_) {
       s->overflowed = true;
       s->pending.clear();
     } else {
-      s->pending.push_back(text);
+      s->pending.emplace_back(c.seq, text);
     }
     s->wake.cancel();
   }

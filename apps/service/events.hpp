@@ -16,11 +16,15 @@ namespace service {
 struct event_subscriber {
   explicit event_subscriber(const boost::asio::any_io_executor& ex)
       : wake(ex, boost::asio::steady_timer::time_point::max()) {}
-  std::deque<std::string> pending;  ///< formatted events not yet written
-  boost::asio::steady_timer wake;   ///< cancelled when there is something to do
-  bool overflowed = false;          ///< fell more than the hub's limit behind: to be disconnected
-  bool closed = false;              ///< the service is stopping
+  /// Events not yet written: each change's sequence number and its formatted text.
+  std::deque<std::pair<std::int64_t, std::string>> pending;
+  boost::asio::steady_timer wake;  ///< cancelled when there is something to do
+  bool overflowed = false;         ///< fell more than the hub's limit behind: to be disconnected
+  bool closed = false;             ///< the service is stopping
 };
+
+/// `c` as a Server-Sent Event: `id:` its sequence number, `event: job`, `data:` the job's JSON.
+[[nodiscard]] auto format_event(const job_change& c) -> std::string;
 
 /// Fans committed state changes out to the /events clients. A client that falls more than
 /// `max_backlog` events behind is disconnected (it reconnects and reads the job list) rather than
@@ -31,8 +35,7 @@ class event_hub {
 
   auto subscribe(const boost::asio::any_io_executor& ex) -> std::shared_ptr<event_subscriber>;
   void unsubscribe(const std::shared_ptr<event_subscriber>& s);
-  /// Formats `c` as an SSE event (`id:` its sequence number, `event: job`, `data:` the job JSON)
-  /// and queues it for every client.
+  /// Queues `c` (format_event) for every client.
   void publish(const job_change& c);
   /// Ends every stream (shutdown).
   void close_all();

@@ -10,6 +10,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <charconv>
 #include <cstdio>
 
 namespace asio = boost::asio;
@@ -114,7 +115,7 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
     request req = parser.release();
     if (req.method() == http::verb::get &&
         (req.target() == "/events" || req.target().starts_with("/events?"))) {
-      co_await serve_events(stream);
+      co_await serve_events(stream, req);
       break;
     }
     response res = co_await api_.handle(req);
@@ -126,7 +127,8 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
 }
 
-auto http_server::serve_events(beast::tcp_stream& stream) -> asio::awaitable<void> {
+auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
+    -> asio::awaitable<void> {
   http::response<http::empty_body> head{http::status::ok, 11};
   head.set(http::field::content_type, "text/event-stream");
   head.set(http::field::cache_control, "no-cache");
@@ -143,7 +145,26 @@ auto http_server::serve_events(beast::tcp_stream& stream) -> asio::awaitable<voi
     std::shared_ptr<event_subscriber> s;
     ~unsubscribe() { hub.unsubscribe(s); }
   } guard{events_, sub};
+  // Subscribed before the replay is read, so nothing falls in between; a live change the replay
+  // already covers (its job's latest state was read after it) is skipped.
   std::string out = "retry: 1000\n: connected\n\n";
+  std::int64_t replayed_up_to = 0;
+  if (auto last = req.find("Last-Event-ID"); last != req.end()) {
+    std::int64_t seq = 0;
+    const std::string_view text = last->value();
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), seq);
+    if (err == std::errc{} && end == text.data() + text.size() && seq >= 0) {
+      constexpr std::int64_t replay_limit = 10'000;
+      const auto changes = co_await api_.changes_since(seq, replay_limit);
+      for (const auto& c : changes) {
+        out += format_event(c);
+        replayed_up_to = c.seq;
+      }
+      if (static_cast<std::int64_t>(changes.size()) == replay_limit) {
+        out += ": replay truncated; read GET /jobs to catch up\n\n";
+      }
+    }
+  }
   for (;;) {
     if (!out.empty()) {
       stream.expires_after(options_.idle_timeout);  // a client that stops reading is dropped
@@ -159,7 +180,7 @@ auto http_server::serve_events(beast::tcp_stream& stream) -> asio::awaitable<voi
       if (!ec) out = ": heartbeat\n\n";
     }
     while (!sub->pending.empty()) {
-      out += sub->pending.front();
+      if (sub->pending.front().first > replayed_up_to) out += sub->pending.front().second;
       sub->pending.pop_front();
     }
   }

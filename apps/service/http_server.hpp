@@ -44,7 +44,8 @@ class http_server {
  private:
   auto accept_loop() -> boost::asio::awaitable<void>;
   auto session(boost::asio::ip::tcp::socket socket) -> boost::asio::awaitable<void>;
-  auto serve_events(boost::beast::tcp_stream& stream) -> boost::asio::awaitable<void>;
+  auto serve_events(boost::beast::tcp_stream& stream, const request& req)
+      -> boost::asio::awaitable<void>;
   void session_ended();
 
   boost::asio::any_io_executor ex_;

@@ -271,6 +271,17 @@ auto append_event(sqlite3* db, std::int64_t id, job_state state, std::int64_t at
   return sqlite3_last_insert_rowid(db);
 }
 
+// A row whose job columns start at `first` (after columns of another purpose).
+template <class Statement>
+struct shifted_row {
+  Statement& st;
+  int first;
+  auto integer(int col) -> std::int64_t { return st.integer(first + col); }
+  auto text(int col) -> std::string { return st.text(first + col); }
+};
+template <class Statement>
+shifted_row(Statement&, int) -> shifted_row<Statement>;
+
 template <class Statement>
 auto job_from_row(Statement& st) -> job {
   job j;
@@ -315,6 +326,21 @@ auto store::list(std::optional<job_state> state, std::int64_t limit, std::int64_
   st.bind(i, limit);
   std::vector<job> out;
   while (st.step()) out.push_back(job_from_row(st));
+  return out;
+}
+
+auto store::latest_changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change> {
+  statement st(db_, (std::string("SELECT latest.seq, ") + job_columns +
+                     " FROM (SELECT job_id, max(seq) AS seq FROM job_events WHERE seq > ? "
+                     "GROUP BY job_id) AS latest JOIN jobs ON jobs.id = latest.job_id "
+                     "ORDER BY latest.seq LIMIT ?")
+                        .c_str());
+  st.bind(1, seq).bind(2, limit);
+  std::vector<job_change> out;
+  while (st.step()) {
+    shifted_row row{st, 1};
+    out.push_back({st.integer(0), job_from_row(row)});
+  }
   return out;
 }
 

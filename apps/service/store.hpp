@@ -57,6 +57,9 @@ class store {
   /// Newest first; `state` filters, `before_id` pages (0: from the newest).
   auto list(std::optional<job_state> state, std::int64_t limit, std::int64_t before_id)
       -> std::vector<job>;
+  /// For each job changed after change `seq`, its latest change (the job as it is now), in
+  /// sequence order; at most `limit`.
+  auto latest_changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change>;
   /// Jobs per state, indexed by job_state.
   auto count_by_state() -> std::array<std::int64_t, 6>;
 

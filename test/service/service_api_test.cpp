@@ -267,6 +267,44 @@ TEST(ServiceApi, EventsStreamEveryStateChangeInOrder) {
   EXPECT_EQ(seen.back().at("result").at("primes").as_int64(), 168);
 }
 
+TEST(ServiceApi, AnEventsClientThatReconnectsWithLastEventIdCatchesUp) {
+  service_process svc(fresh_db("events-replay"));
+  const auto ended = [](std::int64_t id) {
+    return [id](const std::vector<json::object>& all) {
+      for (const auto& e : all) {
+        if (e.at("id").as_int64() == id && e.at("state").as_string() == "succeeded") return true;
+      }
+      return false;
+    };
+  };
+  std::int64_t last_seen = 0;
+  const auto before = svc.submit(R"({"task": "count_primes", "input": {"n": 100}})");
+  {
+    event_reader first(svc.port());
+    svc.wait_for(before);
+    const auto seen = svc.submit(R"({"task": "count_primes", "input": {"n": 100}})");
+    last_seen = first.wait_until(ended(seen)).back().at("seq").as_int64();
+  }
+  // While no client listens, a job runs.
+  const auto missed = svc.submit(R"({"task": "count_primes", "input": {"n": 1000}})");
+  svc.wait_for(missed);
+
+  event_reader again(svc.port(), last_seen);
+  const auto live = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  const auto events = again.wait_until(ended(live));
+  // The missed job comes first, once, in its latest state; nothing from before Last-Event-ID.
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().at("id").as_int64(), missed);
+  EXPECT_EQ(str(events.front().at("state")), "succeeded");
+  EXPECT_EQ(events.front().at("result").at("primes").as_int64(), 168);
+  std::int64_t previous = last_seen;
+  for (const auto& e : events) {
+    EXPECT_NE(e.at("id").as_int64(), before);
+    EXPECT_GT(e.at("seq").as_int64(), previous);  // in order, no repeats
+    previous = e.at("seq").as_int64();
+  }
+}
+
 TEST(ServiceApi, MetricsHealthAndTasksDescribeTheService) {
   service_process svc(fresh_db("metrics"), {"--workers", "2"});
   const auto id = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");

@@ -293,14 +293,16 @@ class webhook_receiver {
 /// Reads GET /events on a thread and keeps every event's job.
 class event_reader {
  public:
-  explicit event_reader(std::uint16_t port) : socket_(ioc_) {
+  /// With `last_event_id`, asks for the changes since that event (Last-Event-ID).
+  explicit event_reader(std::uint16_t port, std::optional<std::int64_t> last_event_id = {})
+      : socket_(ioc_) {
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-    const std::string req = "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    asio::write(socket_, asio::buffer(req));
+    std::string req = "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    if (last_event_id) req += "Last-Event-ID: " + std::to_string(*last_event_id) + "\r\n";
+    asio::write(socket_, asio::buffer(req + "\r\n"));
     // The head, then the stream's opening comment: subscribed from here on.
     asio::read_until(socket_, buffer_, "\r\n\r\n");
-    asio::read_until(socket_, buffer_, ": connected\n\n");
-    buffer_.consume(buffer_.size());
+    buffer_.consume(asio::read_until(socket_, buffer_, ": connected\n\n"));
     thread_ = std::thread([this] { read(); });
   }
   ~event_reader() {
@@ -333,9 +335,11 @@ class event_reader {
       const auto data = block.find("data: ");
       if (data == std::string::npos) continue;
       const auto end = block.find('\n', data);
-      json::value v = json::parse(block.substr(data + 6, end - data - 6));
+      json::object event = json::parse(block.substr(data + 6, end - data - 6)).as_object();
+      // The event's id (the change's sequence number) rides along as "seq".
+      if (block.starts_with("id: ")) event["seq"] = std::stoll(block.substr(4));
       std::lock_guard lock(mutex_);
-      events_.push_back(v.as_object());
+      events_.push_back(std::move(event));
       cv_.notify_all();
     }
   }
