@@ -88,6 +88,11 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) {
          c.max_attempts = number<std::int64_t>("max-attempts", v, 1, 1000);
        }},
+      {"retain-ended-s",
+       "seconds an ended job stays in the database before it is deleted (604800, 7 days)",
+       [](config& c, const std::string& v) {
+         c.retain_ended_s = number<std::int64_t>("retain-ended-s", v, 1, 100LL * 365 * 24 * 3600);
+       }},
       {"webhook-attempts", "tries per webhook before it is marked failed (6)",
        [](config& c, const std::string& v) {
          c.webhook_attempts = number<int>("webhook-attempts", v, 1, 100);

@@ -27,6 +27,7 @@ struct config {
   std::size_t memory_limit_mb = 2048;  ///< per worker (address space); 0: none
 #endif
   std::int64_t max_attempts = 3;
+  std::int64_t retain_ended_s = 7 * 24 * 3600;  ///< ended jobs are deleted after this long
   int webhook_attempts = 6;
   std::int64_t webhook_backoff_ms = 200;
   bool demo = false;

@@ -18,6 +18,7 @@
 #include "http_server.hpp"
 #include "job_runner.hpp"
 #include "notifier.hpp"
+#include "retention.hpp"
 #include "tasks.hpp"
 
 namespace asio = boost::asio;
@@ -86,6 +87,8 @@ auto serve(service::config cfg) -> int {
                               .max_active = cfg.max_active_jobs,
                               .max_active_input_bytes = cfg.max_active_input_mb << 20,
                               .max_attempts = cfg.max_attempts});
+  service::retention retention(ioc.get_executor(), db, metrics,
+                               std::chrono::seconds(cfg.retain_ended_s));
   service::api handler(cfg, service::task_registry::global(), runner, db, pool, events, metrics);
   service::http_server server(
       ioc.get_executor(),
@@ -105,6 +108,7 @@ auto serve(service::config cfg) -> int {
           static_cast<long long>(recovered.abandoned), recovered.to_notify.size());
     }
     runner.start();
+    retention.start();
     server.start();
     const std::string base = "http://" + cfg.address + ":" + std::to_string(server.port());
     std::printf("procpool-service: listening on %s (%zu workers, database %s)\n", base.c_str(),
@@ -131,6 +135,7 @@ auto serve(service::config cfg) -> int {
     std::fflush(stdout);
     server.stop();
     events.close_all();
+    retention.stop();
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.drain_timeout_ms);
     const bool drained = co_await runner.drain(deadline);

@@ -72,6 +72,8 @@ auto render_metrics(const service_metrics& m, const procpool::pool_stats& pool,
           m.webhook_failed);
   counter(out, "service_database_errors_total", "Database operations that failed.",
           m.database_errors);
+  counter(out, "service_jobs_deleted_total", "Ended jobs deleted after the retention period.",
+          m.jobs_deleted);
   gauge(out, "service_event_clients", "Open /events streams.", event_clients);
   m.queue_seconds.render(out, "service_job_queue_seconds", "Time from acceptance to a worker.");
   m.run_seconds.render(out, "service_job_run_seconds",

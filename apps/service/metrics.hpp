@@ -36,6 +36,7 @@ struct service_metrics {
   std::uint64_t webhook_retries = 0;
   std::uint64_t webhook_failed = 0;
   std::uint64_t database_errors = 0;
+  std::uint64_t jobs_deleted = 0;  ///< by retention
 };
 
 /// The /metrics page: `jobs` (by job_state, from the database), the service's counters and

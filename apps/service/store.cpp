@@ -128,7 +128,9 @@ store::store(const std::string& path, bool full_sync) {
         "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);"
         "CREATE TABLE IF NOT EXISTS job_events ("
         "  seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL, state TEXT NOT NULL,"
-        "  at_ms INTEGER NOT NULL);");
+        "  at_ms INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (finished_ms) WHERE finished_ms > 0;"
+        "CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id);");
     statement read(db_, "SELECT value FROM meta WHERE key = 'service_id'");
     if (read.step()) {
       service_id_ = read.text(0);
@@ -342,6 +344,22 @@ auto store::latest_changes_after(std::int64_t seq, std::int64_t limit) -> std::v
     out.push_back({st.integer(0), job_from_row(row)});
   }
   return out;
+}
+
+auto store::delete_ended_before(std::int64_t cutoff_ms) -> std::int64_t {
+  transaction tx(db_);
+  constexpr const char* ended =
+      "SELECT id FROM jobs WHERE finished_ms > 0 AND finished_ms < ? AND notification != "
+      "'pending' AND state NOT IN ('queued', 'running')";
+  statement(db_, (std::string("DELETE FROM job_events WHERE job_id IN (") + ended + ")").c_str())
+      .bind(1, cutoff_ms)
+      .run();
+  statement(db_, (std::string("DELETE FROM jobs WHERE id IN (") + ended + ")").c_str())
+      .bind(1, cutoff_ms)
+      .run();
+  const std::int64_t deleted = sqlite3_changes(db_);
+  tx.commit();
+  return deleted;
 }
 
 auto store::count_by_state() -> std::array<std::int64_t, 6> {

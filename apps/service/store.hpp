@@ -60,6 +60,9 @@ class store {
   /// For each job changed after change `seq`, its latest change (the job as it is now), in
   /// sequence order; at most `limit`.
   auto latest_changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change>;
+  /// Deletes jobs that ended before `cutoff_ms` and whose webhook is not pending, with their
+  /// change log; returns how many.
+  auto delete_ended_before(std::int64_t cutoff_ms) -> std::int64_t;
   /// Jobs per state, indexed by job_state.
   auto count_by_state() -> std::array<std::int64_t, 6>;
 

@@ -130,6 +130,29 @@ TEST(ServiceWebhooks, AWebhookThatNeverSucceedsIsMarkedFailed) {
   EXPECT_NE(svc.get("/metrics").body.find("service_webhooks_failed_total 1\n"), std::string::npos);
 }
 
+TEST(ServiceLifespan, EndedJobsAreDeletedAfterTheRetentionPeriodButNoOthers) {
+  webhook_receiver refusing(/*fail_first=*/1000);
+  service_process svc(fresh_db("retention"),
+                      {"--retain-ended-s", "1", "--workers", "2", "--default-timeout-ms", "0",
+                       "--webhook-backoff-ms", "600000"});
+  const auto ended = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  const auto running = svc.submit(R"({"task": "hang"})");
+  const auto unnotified = svc.submit(
+      R"({"task": "count_primes", "input": {"n": 10}, "notify_url": ")" + refusing.url() + R"("})");
+  svc.wait_for(ended);
+  svc.wait_for(unnotified);
+  const auto deadline = std::chrono::steady_clock::now() + hang_guard;
+  while (svc.get("/jobs/" + std::to_string(ended)).status != 404) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "never deleted";
+    std::this_thread::sleep_for(50ms);
+  }
+  // Still running, or ended with its webhook still to deliver: kept.
+  EXPECT_EQ(str(svc.get("/jobs/" + std::to_string(running)).json().at("state")), "running");
+  EXPECT_EQ(str(svc.get("/jobs/" + std::to_string(unnotified)).json().at("notification")),
+            "pending");
+  EXPECT_NE(svc.get("/metrics").body.find("service_jobs_deleted_total 1\n"), std::string::npos);
+}
+
 // The restart test: clients submit while the service runs jobs; the service is SIGKILLed with
 // jobs queued and running, restarted on the same database, and given more jobs. Every job ends
 // in exactly one final state (the database's change log has one final change per job), and each
