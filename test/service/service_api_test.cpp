@@ -214,6 +214,27 @@ TEST(ServiceApi, BadRequestsGetAClear4xxAndChangeNothing) {
   EXPECT_EQ(str(svc.wait_for(id).at("state")), "succeeded");
 }
 
+TEST(ServiceApi, ConnectionsBeyondTheLimitGet503AndTheServiceKeepsServing) {
+  service_process svc(fresh_db("connections"), {"--max-connections", "2"});
+  {
+    // Two idle connections hold the limit; a third is told to come back.
+    asio::io_context ioc;
+    tcp::socket a(ioc), b(ioc);
+    a.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), svc.port()));
+    b.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), svc.port()));
+    const std::string answer = raw(svc.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(answer.find("503 Service Unavailable"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("Retry-After: 1"), std::string::npos) << answer;
+  }
+  // Once they close, new connections are served. (The server notices a close on its next read.)
+  const auto deadline = std::chrono::steady_clock::now() + hang_guard;
+  while (raw(svc.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").find("200 OK") ==
+         std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline);
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
 TEST(ServiceApi, AFullQueueAnswers429WithRetryAfter) {
   service_process svc(fresh_db("full"),
                       {"--workers", "1", "--max-active-jobs", "2", "--default-timeout-ms", "0"});
