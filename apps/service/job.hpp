@@ -13,9 +13,6 @@ enum class job_state { queued, running, succeeded, failed, timed_out, cancelled 
 
 [[nodiscard]] auto to_string(job_state s) -> std::string_view;
 [[nodiscard]] auto parse_job_state(std::string_view s) -> std::optional<job_state>;
-[[nodiscard]] inline auto is_final(job_state s) -> bool {
-  return s != job_state::queued && s != job_state::running;
-}
 
 /// Where a job's webhook stands.
 enum class notification_state { none, pending, delivered, failed };

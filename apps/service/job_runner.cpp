@@ -2,7 +2,6 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/core/demangle.hpp>
@@ -139,13 +138,11 @@ auto job_runner::lane() -> asio::awaitable<void> {
     queue_.pop_front();
     active_job& a = active_.at(id);
     a.running = true;
-    ++running_;
     // The start is written while the task runs, not before: the database thread keeps changes in
     // order, so `running` is committed (and announced) before the job's end; and if the service
     // dies first, a job still `queued` in the database is re-queued just as a `running` one is.
     in_background(record_start(id));
     outcome o = co_await execute(a);
-    --running_;
     // The lane is free as soon as the worker is: the end is written in the background too.
     in_background(record_end(id, std::move(o)));
   }

@@ -65,7 +65,6 @@ class job_runner {
   auto drain(std::chrono::steady_clock::time_point deadline) -> boost::asio::awaitable<bool>;
 
   [[nodiscard]] auto active() const -> std::size_t { return active_.size() + accepting_; }
-  [[nodiscard]] auto running() const -> std::size_t { return running_; }
   [[nodiscard]] auto stopping() const -> bool { return stopping_; }
 
  private:
@@ -104,7 +103,7 @@ class job_runner {
   runner_options options_;
   std::map<std::int64_t, active_job> active_;
   std::deque<std::int64_t> queue_;
-  std::size_t accepting_ = 0, running_ = 0, lanes_alive_ = 0, writes_in_flight_ = 0;
+  std::size_t accepting_ = 0, lanes_alive_ = 0, writes_in_flight_ = 0;
   std::size_t active_input_bytes_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer work_ready_, lanes_done_;

@@ -176,8 +176,13 @@ auto store::read_job(std::int64_t id) -> job {
   return *j;
 }
 
-namespace {
-auto append_event(sqlite3* db, std::int64_t id, job_state state, std::int64_t at) -> std::int64_t;
+auto store::append_event(std::int64_t id, job_state state, std::int64_t at) -> std::int64_t {
+  statement(db_, "INSERT INTO job_events (job_id, state, at_ms) VALUES (?, ?, ?)")
+      .bind(1, id)
+      .bind(2, to_string(state))
+      .bind(3, at)
+      .run();
+  return sqlite3_last_insert_rowid(db_);
 }
 
 auto store::insert(job j) -> job_change {
@@ -191,7 +196,7 @@ auto store::insert(job j) -> job_change {
   ins.bind(1, j.task).bind(2, j.input).bind(3, j.timeout_ms).bind(4, j.notify_url);
   ins.bind(5, j.created_ms).bind(6, to_string(j.notification)).run();
   j.id = sqlite3_last_insert_rowid(db_);
-  const std::int64_t seq = append_event(db_, j.id, job_state::queued, j.created_ms);
+  const std::int64_t seq = append_event(j.id, job_state::queued, j.created_ms);
   tx.commit();
   return {seq, std::move(j)};
 }
@@ -205,7 +210,7 @@ auto store::start(std::int64_t id) -> job_change {
       .bind(1, at)
       .bind(2, id)
       .run();
-  const std::int64_t seq = append_event(db_, id, job_state::running, at);
+  const std::int64_t seq = append_event(id, job_state::running, at);
   auto after = read_job(id);
   tx.commit();
   return {seq, std::move(after)};
@@ -227,7 +232,7 @@ auto store::finish(std::int64_t id, job_state state, const std::string& result,
   if (sqlite3_changes(db_) != 1) {
     throw std::logic_error("job " + std::to_string(id) + " is not active; not finished twice");
   }
-  const std::int64_t seq = append_event(db_, id, state, at);
+  const std::int64_t seq = append_event(id, state, at);
   auto after = read_job(id);
   tx.commit();
   return {seq, std::move(after)};
@@ -244,7 +249,7 @@ auto store::change(std::int64_t id, job_state state) -> job_change {
       .bind(1, to_string(state))
       .bind(2, id)
       .run();
-  const std::int64_t seq = append_event(db_, id, state, at);
+  const std::int64_t seq = append_event(id, state, at);
   auto after = read_job(id);
   tx.commit();
   return {seq, std::move(after)};
@@ -258,20 +263,6 @@ void store::set_notification(std::int64_t id, notification_state state) {
 }
 
 namespace {
-
-auto append_event(sqlite3* db, std::int64_t id, job_state state, std::int64_t at) -> std::int64_t {
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "INSERT INTO job_events (job_id, state, at_ms) VALUES (?, ?, ?)", -1, &st,
-                     nullptr);
-  sqlite3_bind_int64(st, 1, id);
-  const auto name = to_string(state);
-  sqlite3_bind_text(st, 2, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, at);
-  const int rc = sqlite3_step(st);
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) throw std::runtime_error(std::string("sqlite: ") + sqlite3_errmsg(db));
-  return sqlite3_last_insert_rowid(db);
-}
 
 // A row whose job columns start at `first` (after columns of another purpose).
 template <class Statement>

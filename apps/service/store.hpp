@@ -81,6 +81,8 @@ class store {
   void exec(const char* sql);
   auto change(std::int64_t id, job_state state) -> job_change;
   auto read_job(std::int64_t id) -> job;
+  /// Appends a change to job_events; returns its sequence number.
+  auto append_event(std::int64_t id, job_state state, std::int64_t at) -> std::int64_t;
   sqlite3* db_ = nullptr;
   std::string service_id_;
 };

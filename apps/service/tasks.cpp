@@ -59,14 +59,11 @@ auto integer_field(const json::object& input, std::string_view key, std::int64_t
   std::int64_t n = 0;
   if (v->is_int64()) {
     n = v->get_int64();
-  } else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max)) {
-    n = static_cast<std::int64_t>(v->get_uint64());
-  } else if (v->is_uint64()) {
-    n = max + (max < INT64_MAX ? 1 : 0);
-  } else {
+  } else if (!v->is_uint64()) {
     throw field_error(key, "must be an integer");
   }
-  if (n < min || n > max) {
+  // Boost.JSON keeps an integer as uint64 only when it does not fit int64: above any max.
+  if (!v->is_int64() || n < min || n > max) {
     throw field_error(key,
                       "must be between " + std::to_string(min) + " and " + std::to_string(max));
   }

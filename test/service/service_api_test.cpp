@@ -168,6 +168,8 @@ TEST(ServiceApi, BadRequestsGetAClear4xxAndChangeNothing) {
        "input.n: must be an integer"},
       {http::verb::post, "/jobs", R"({"task": "count_primes", "input": {"n": -1}})", 400,
        "input.n: must be between"},
+      {http::verb::post, "/jobs", R"({"task": "sort", "input": {"seed": 18446744073709551615}})",
+       400, "input.seed: must be between"},
       {http::verb::post, "/jobs", R"({"task": "count_primes", "input": 5})", 400,
        "'input' must be a JSON object"},
       {http::verb::post, "/jobs", R"({"task": "sleep", "timeout_ms": 0})", 400, "'timeout_ms'"},
