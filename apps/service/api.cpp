@@ -66,9 +66,11 @@ auto api::handle(const request& req) -> asio::awaitable<response> {
   co_return res;
 }
 
-auto api::changes_since(std::int64_t seq, std::int64_t limit)
+auto api::changes_since(std::int64_t seq, std::int64_t up_to, std::int64_t limit)
     -> asio::awaitable<std::vector<job_change>> {
-  co_return co_await db_.run([seq, limit](store& s) { return s.latest_changes_after(seq, limit); });
+  auto changes = co_await db_.read([seq, limit](store& s) { return s.changes_after(seq, limit); });
+  std::erase_if(changes, [up_to](const job_change& c) { return c.seq > up_to; });
+  co_return changes;
 }
 
 auto api::route(const request& req) -> asio::awaitable<response> {
@@ -96,6 +98,10 @@ auto api::route(const request& req) -> asio::awaitable<response> {
     if (method == http::verb::delete_) co_return co_await cancel_job(*id);
     co_return not_allowed("GET, DELETE");
   }
+  if (path == "/instances") {
+    if (method != http::verb::get) co_return not_allowed("GET");
+    co_return co_await instances();
+  }
   if (path == "/metrics") {
     if (method != http::verb::get) co_return not_allowed("GET");
     co_return co_await metrics();
@@ -108,7 +114,8 @@ auto api::route(const request& req) -> asio::awaitable<response> {
     if (method != http::verb::get) co_return not_allowed("GET");
     co_return tasks();
   }
-  co_return error_response(404, "no such endpoint; see /tasks, /jobs, /events, /metrics, /healthz");
+  co_return error_response(
+      404, "no such endpoint; see /tasks, /jobs, /events, /instances, /metrics, /healthz");
 }
 
 auto api::post_job(const request& req) -> asio::awaitable<response> {
@@ -119,9 +126,9 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
   const json::object& o = body.as_object();
   for (const auto& field : o) {
     const std::string_view k = field.key();
-    if (k != "task" && k != "input" && k != "timeout_ms" && k != "notify_url") {
+    if (k != "task" && k != "input" && k != "timeout_ms" && k != "notify_url" && k != "priority") {
       throw bad_request("unknown field '" + std::string(k) +
-                        "'; a job has task, input, timeout_ms, notify_url");
+                        "'; a job has task, input, timeout_ms, notify_url, priority");
     }
   }
   job j;
@@ -155,6 +162,13 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
     }
     j.timeout_ms = *n;
   }
+  if (const json::value* p = o.if_contains("priority"); p != nullptr && !p->is_null()) {
+    const auto* n = p->if_int64();
+    if (n == nullptr || *n < -1000 || *n > 1000) {
+      throw bad_request("'priority' must be an integer from -1000 to 1000 (higher runs first)");
+    }
+    j.priority = *n;
+  }
   if (const json::value* url = o.if_contains("notify_url"); url != nullptr && !url->is_null()) {
     if (!url->is_string() || !parse_http_url(url->get_string())) {
       throw bad_request("'notify_url' must be an http:// URL with a host (plain HTTP only)");
@@ -164,7 +178,7 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
 
   auto [status, stored] = co_await runner_.accept(std::move(j));
   if (status == accept_status::queue_full) {
-    response r = error_response(429, "the service holds as many jobs as it may (" +
+    response r = error_response(429, "the queue holds as many jobs as it may (" +
                                          std::to_string(cfg_.max_active_jobs) + " jobs or " +
                                          std::to_string(cfg_.max_active_input_mb) +
                                          " MiB of input, queued or running); retry later");
@@ -184,7 +198,7 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
 }
 
 auto api::get_job(std::int64_t id) -> asio::awaitable<response> {
-  auto j = co_await db_.run([id](store& s) { return s.get(id); });
+  auto j = co_await db_.read([id](store& s) { return s.get(id); });
   if (!j) co_return error_response(404, "no job " + std::to_string(id));
   co_return json_response(200, to_json(*j));
 }
@@ -219,7 +233,7 @@ auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
     }
   }
   auto jobs =
-      co_await db_.run([state, limit, before](store& s) { return s.list(state, limit, before); });
+      co_await db_.read([state, limit, before](store& s) { return s.list(state, limit, before); });
   json::array list;
   for (const auto& j : jobs) list.push_back(to_json(j));
   json::value next = nullptr;
@@ -228,8 +242,14 @@ auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
 }
 
 auto api::cancel_job(std::int64_t id) -> asio::awaitable<response> {
-  if (auto j = co_await runner_.cancel(id)) co_return json_response(200, to_json(*j));
-  auto j = co_await db_.run([id](store& s) { return s.get(id); });
+  if (auto j = co_await runner_.cancel(id)) {
+    if (is_final(j->state)) co_return json_response(200, to_json(*j));
+    // Another instance runs it and has not acted yet; it kills the job when it reads the request.
+    co_return json_response(
+        202, json::object{{"message", "cancel requested; the instance running this job kills it"},
+                          {"job", to_json(*j)}});
+  }
+  auto j = co_await db_.read([id](store& s) { return s.get(id); });
   if (!j) co_return error_response(404, "no job " + std::to_string(id));
   co_return json_response(
       409, json::object{{"error", "job " + std::to_string(id) +
@@ -238,12 +258,36 @@ auto api::cancel_job(std::int64_t id) -> asio::awaitable<response> {
 }
 
 auto api::metrics() -> asio::awaitable<response> {
-  const auto counts = co_await db_.run([](store& s) { return s.count_by_state(); });
+  const auto counts = co_await db_.read([](store& s) { return s.count_by_state(); });
   response res{http::status::ok, 11};
   res.set(http::field::content_type, "text/plain; version=0.0.4");
   res.body() = render_metrics(metrics_, pool_.stats(), counts, events_.clients());
   res.prepare_payload();
   co_return res;
+}
+
+auto api::instances() -> asio::awaitable<response> {
+  const auto all = co_await db_.read([](store& s) { return s.instances(); });
+  json::array list;
+  for (const auto& i : all) {
+    json::array tasks;
+    for (std::string_view rest = i.tasks; !rest.empty();) {
+      const auto comma = rest.find(',');
+      tasks.emplace_back(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+    list.push_back(json::object{{"id", i.id},
+                                {"host", i.host},
+                                {"pid", i.pid},
+                                {"address", i.address},
+                                {"workers", i.workers},
+                                {"running", i.running},
+                                {"heartbeat_age_ms", i.heartbeat_age_ms},
+                                {"started_at_ms", i.started_ms},
+                                {"tasks", std::move(tasks)},
+                                {"self", i.id == instance_id_}});
+  }
+  co_return json_response(200, json::object{{"instances", std::move(list)}});
 }
 
 auto api::tasks() const -> response {
@@ -255,11 +299,14 @@ auto api::tasks() const -> response {
 
 auto api::health() const -> response {
   const auto s = pool_.stats();
-  json::object o{{"status", runner_.stopping() ? "draining" : "ok"},
+  const char* status = runner_.stopping() ? "draining" : runner_.fenced() ? "fenced" : "ok";
+  json::object o{{"status", status},
+                 {"instance", instance_id_},
                  {"workers", s.workers},
                  {"busy", s.busy},
-                 {"active_jobs", runner_.active()}};
-  return json_response(runner_.stopping() ? 503 : 200, o);
+                 {"running_jobs", runner_.running()},
+                 {"notify_listening", metrics_.notify_listening != 0}};
+  return json_response(runner_.stopping() || runner_.fenced() ? 503 : 200, o);
 }
 
 }  // namespace service

@@ -6,6 +6,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <procpool/process_pool.hpp>
 
+#include "change_feed.hpp"
 #include "config.hpp"
 #include "database.hpp"
 #include "events.hpp"
@@ -23,34 +24,42 @@ auto error_response(unsigned status, const std::string& message) -> response;
 
 /// Everything but GET /events (a stream, served by the HTTP server itself):
 ///
-///     POST   /jobs              {"task", "input", "timeout_ms", "notify_url"} -> 202 {"id", ...}
+///     POST   /jobs              {"task", "input", "timeout_ms", "notify_url", "priority"}
+///                               -> 202 {"id", ...}
 ///     GET    /jobs/{id}         the job
 ///     GET    /jobs?state=&limit=&before=   newest first
-///     DELETE /jobs/{id}         cancel: 200 with the final job, 409 if it had already ended
+///     DELETE /jobs/{id}         cancel: 200 with the final job, 409 if it had already ended,
+///                               202 if the instance running it has not killed it yet
+///     GET    /instances         the instances sharing the database
 ///     GET    /tasks             the registered tasks
 ///     GET    /metrics           Prometheus text
-///     GET    /healthz           200 while serving, 503 while draining
+///     GET    /healthz           200 while serving, 503 while draining or fenced
 ///
 /// Errors are JSON `{"error": "..."}` with a 4xx saying what to fix, 429 + Retry-After when the
 /// queue is full, 503 + Retry-After while stopping or when the database fails.
 class api {
  public:
-  api(const config& cfg, const task_registry& tasks, job_runner& runner, database& db,
-      procpool::process_pool& pool, event_hub& events, service_metrics& metrics)
+  api(const config& cfg, std::string instance_id, const task_registry& tasks, job_runner& runner,
+      database& db, procpool::process_pool& pool, event_hub& events, change_feed& feed,
+      service_metrics& metrics)
       : cfg_(cfg),
+        instance_id_(std::move(instance_id)),
         tasks_(tasks),
         runner_(runner),
         db_(db),
         pool_(pool),
         events_(events),
+        feed_(feed),
         metrics_(metrics) {}
 
   auto handle(const request& req) -> boost::asio::awaitable<response>;
 
-  /// For an /events client that reconnects with `Last-Event-ID: seq`: the latest change of every
-  /// job changed since, oldest first, at most `limit`.
-  auto changes_since(std::int64_t seq, std::int64_t limit)
+  /// For an /events client that reconnects with `Last-Event-ID: seq`: the changes after `seq` up
+  /// to `up_to` (where its live stream starts), oldest first, at most `limit`.
+  auto changes_since(std::int64_t seq, std::int64_t up_to, std::int64_t limit)
       -> boost::asio::awaitable<std::vector<job_change>>;
+  /// Where a live /events stream that subscribes now starts.
+  [[nodiscard]] auto live_from() const -> std::int64_t { return feed_.published_up_to(); }
 
  private:
   auto route(const request& req) -> boost::asio::awaitable<response>;
@@ -59,15 +68,18 @@ class api {
   auto list_jobs(std::string_view query) -> boost::asio::awaitable<response>;
   auto cancel_job(std::int64_t id) -> boost::asio::awaitable<response>;
   auto metrics() -> boost::asio::awaitable<response>;
+  auto instances() -> boost::asio::awaitable<response>;
   auto tasks() const -> response;
   auto health() const -> response;
 
   const config& cfg_;
+  std::string instance_id_;
   const task_registry& tasks_;
   job_runner& runner_;
   database& db_;
   procpool::process_pool& pool_;
   event_hub& events_;
+  change_feed& feed_;
   service_metrics& metrics_;
 };
 

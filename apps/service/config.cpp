@@ -42,7 +42,9 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) {
          c.workers = number<std::size_t>("workers", v, 0, 1024);
        }},
-      {"db", "SQLite database file (procpool-service.db)",
+      {"db",
+       "SQLite database file, or a postgresql:// URL shared by many instances "
+       "(procpool-service.db)",
        [](config& c, const std::string& v) { c.db = v; }},
       {"sync",
        "full: a commit is on disk before it is acknowledged; normal: survives a crash of "
@@ -92,6 +94,30 @@ auto flags() -> std::vector<flag> {
        "seconds an ended job stays in the database before it is deleted (604800, 7 days)",
        [](config& c, const std::string& v) {
          c.retain_ended_s = number<std::int64_t>("retain-ended-s", v, 1, 100LL * 365 * 24 * 3600);
+       }},
+      {"heartbeat-ms", "how often the instance writes its heartbeat and tries a rescue (5000)",
+       [](config& c, const std::string& v) {
+         c.heartbeat_ms = number<std::int64_t>("heartbeat-ms", v, 10, 600'000);
+       }},
+      {"dead-after-ms",
+       "an instance whose heartbeat is this old is dead and its running jobs are re-queued; an "
+       "instance that cannot write its heartbeat for 2/3 of it kills its running jobs (30000)",
+       [](config& c, const std::string& v) {
+         c.dead_after_ms = number<std::int64_t>("dead-after-ms", v, 30, 3'600'000);
+       }},
+      {"poll-ms", "how often the queue is polled while notifications work (5000)",
+       [](config& c, const std::string& v) {
+         c.poll_ms = number<std::int64_t>("poll-ms", v, 10, 600'000);
+       }},
+      {"poll-without-notify-ms",
+       "how often the queue is polled while LISTEN is down or --notify is off (500)",
+       [](config& c, const std::string& v) {
+         c.poll_without_notify_ms = number<std::int64_t>("poll-without-notify-ms", v, 10, 600'000);
+       }},
+      {"notify", "on: PostgreSQL LISTEN/NOTIFY wakes instances at once; off: polling only (on)",
+       [](config& c, const std::string& v) {
+         if (v != "on" && v != "off") throw std::invalid_argument("--notify: on or off");
+         c.notify = v == "on";
        }},
       {"webhook-attempts", "tries per webhook before it is marked failed (6)",
        [](config& c, const std::string& v) {
@@ -154,6 +180,11 @@ auto parse_config(int argc, char** argv) -> std::optional<config> {
       value = argv[++i];
     }
     f->set(c, value);
+  }
+  if (c.dead_after_ms < 3 * c.heartbeat_ms) {
+    throw std::invalid_argument("--dead-after-ms must be at least 3 x --heartbeat-ms (" +
+                                std::to_string(3 * c.heartbeat_ms) +
+                                "), or a live instance could be declared dead");
   }
   return c;
 }

@@ -12,6 +12,7 @@ struct config {
   std::string address = "127.0.0.1";
   std::uint16_t port = 8080;
   std::size_t workers = 0;  ///< 0: one per hardware thread
+  /// A SQLite file, or a postgresql:// URL (several instances share one PostgreSQL database).
   std::string db = "procpool-service.db";
   bool full_sync = true;  ///< SQLite synchronous=FULL: committed means on disk
   std::size_t max_body_bytes = 1 << 20;
@@ -28,6 +29,11 @@ struct config {
 #endif
   std::int64_t max_attempts = 3;
   std::int64_t retain_ended_s = 7 * 24 * 3600;  ///< ended jobs are deleted after this long
+  std::int64_t heartbeat_ms = 5'000;            ///< how often an instance proves it is alive
+  std::int64_t dead_after_ms = 30'000;  ///< an instance silent this long is dead; its jobs rescued
+  std::int64_t poll_ms = 5'000;         ///< queue poll while notifications work
+  std::int64_t poll_without_notify_ms = 500;  ///< queue poll while they do not (or are off)
+  bool notify = true;  ///< PostgreSQL LISTEN/NOTIFY as a hint (polling stays the truth)
   int webhook_attempts = 6;
   std::int64_t webhook_backoff_ms = 200;
   bool demo = false;

@@ -1,6 +1,7 @@
 // procpool-service - the store, reached from the event loop without blocking it.
 #pragma once
 
+#include <algorithm>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -9,6 +10,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,16 +22,17 @@
 
 namespace service {
 
-/// Runs store operations on one dedicated thread (SQLite calls block; one thread keeps them in
-/// order and needs no locking) and resumes the caller on its own executor:
+/// Runs store operations on one dedicated thread (SQLite and libpq calls block; one thread keeps
+/// them in order and needs no locking) and resumes the caller on its own executor:
 ///
 ///     job_change c = co_await db.run([j](store& s) { return s.insert(j); });
+///     std::optional<job> j = co_await db.read([id](store& s) { return s.get(id); });
 ///
 /// Operations that arrive while the thread is busy are run together in one transaction (group
 /// commit): one sync to disk for many changes, which is what lets a durable service keep up with
 /// many clients. Each caller resumes only after the commit that holds its change; a store
-/// exception, or a failed commit, is rethrown at its co_await. Operations run in the order they
-/// were called.
+/// exception, a failed begin or a failed commit is rethrown at its co_await. Operations run in the
+/// order they were called. A batch of reads only takes no write lock (store::begin_batch).
 class database {
  public:
   explicit database(store& s) : store_(s), thread_(1) {}
@@ -37,24 +40,45 @@ class database {
   database(const database&) = delete;
   auto operator=(const database&) -> database& = delete;
 
+  /// An operation that may change the database.
   template <class F>
   auto run(F f) {
-    using R = std::invoke_result_t<F&, store&>;
-    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
-                                       void(std::exception_ptr, R)>(
-        [this](auto handler, F fn) {
-          enqueue(std::make_unique<op<F, R, decltype(handler)>>(std::move(fn), std::move(handler)));
-        },
-        boost::asio::use_awaitable, std::move(f));
+    return initiate(std::move(f), true);
+  }
+  /// An operation that only reads.
+  template <class F>
+  auto read(F f) {
+    return initiate(std::move(f), false);
+  }
+
+  /// `f` is posted to `ex` after every commit that appended to the change log (the change feed
+  /// reads it then). Set before the first operation.
+  template <class Executor>
+  void on_changes(Executor ex, std::function<void()> f) {
+    on_changes_ = [ex, f = std::move(f)] { boost::asio::post(ex, f); };
   }
 
   [[nodiscard]] auto service_id() const -> const std::string& { return store_.service_id(); }
 
  private:
+  template <class F>
+  auto initiate(F f, bool writes) {
+    using R = std::invoke_result_t<F&, store&>;
+    return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
+                                       void(std::exception_ptr, R)>(
+        [this, writes](auto handler, F fn) {
+          auto o = std::make_unique<op<F, R, decltype(handler)>>(std::move(fn), std::move(handler));
+          o->writes = writes;
+          enqueue(std::move(o));
+        },
+        boost::asio::use_awaitable, std::move(f));
+  }
+
   struct op_base {
     virtual ~op_base() = default;
     virtual void execute(store& s) = 0;
     virtual void complete(std::exception_ptr commit_error) = 0;
+    bool writes = true;
   };
 
   template <class F, class R, class Handler>
@@ -101,26 +125,27 @@ class database {
       batch.swap(pending_);
       scheduled_ = false;
     }
-    std::exception_ptr commit_error;
-    bool in_batch = false;
+    std::exception_ptr batch_error;
+    const bool writes = std::any_of(batch.begin(), batch.end(), [](auto& o) { return o->writes; });
     try {
-      store_.begin_batch();
-      in_batch = true;
+      store_.begin_batch(writes);
     } catch (...) {
-      // Without the batch each change is still a transaction of its own.
+      batch_error = std::current_exception();
     }
-    for (auto& o : batch) o->execute(store_);
-    if (in_batch) {
+    if (!batch_error) {
+      for (auto& o : batch) o->execute(store_);
       try {
         store_.commit_batch();
       } catch (...) {
-        commit_error = std::current_exception();
+        batch_error = std::current_exception();
       }
     }
-    for (auto& o : batch) o->complete(commit_error);
+    if (store_.take_events_appended() && on_changes_) on_changes_();
+    for (auto& o : batch) o->complete(batch_error);
   }
 
   store& store_;
+  std::function<void()> on_changes_;
   std::mutex mutex_;
   std::vector<std::unique_ptr<op_base>> pending_;
   bool scheduled_ = false;

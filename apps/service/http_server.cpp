@@ -149,8 +149,8 @@ auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
     std::shared_ptr<event_subscriber> s;
     ~unsubscribe() { hub.unsubscribe(s); }
   } guard{events_, sub};
-  // Subscribed before the replay is read, so nothing falls in between; a live change the replay
-  // already covers (its job's latest state was read after it) is skipped.
+  // Subscribed before the replay is read: the live stream starts after the last change the feed
+  // published, and the replay reads up to exactly there, so every change arrives once, in order.
   std::string out = "retry: 1000\n: connected\n\n";
   std::int64_t replayed_up_to = 0;
   if (auto last = req.find("Last-Event-ID"); last != req.end()) {
@@ -159,7 +159,8 @@ auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
     const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), seq);
     if (err == std::errc{} && end == text.data() + text.size() && seq >= 0) {
       constexpr std::int64_t replay_limit = 10'000;
-      const auto changes = co_await api_.changes_since(seq, replay_limit);
+      const std::int64_t live_from = api_.live_from();
+      const auto changes = co_await api_.changes_since(seq, live_from, replay_limit);
       for (const auto& c : changes) {
         out += format_event(c);
         replayed_up_to = c.seq;

@@ -47,6 +47,17 @@ auto parse_job_state(std::string_view s) -> std::optional<job_state> {
   return std::nullopt;
 }
 
+auto is_final(job_state s) -> bool {
+  return s != job_state::queued && s != job_state::running;
+}
+
+auto parse_notification_state(std::string_view s) -> notification_state {
+  for (std::size_t i = 0; i < notification_names.size(); ++i) {
+    if (notification_names[i] == s) return static_cast<notification_state>(i);
+  }
+  return notification_state::none;
+}
+
 auto to_string(notification_state s) -> std::string_view {
   return notification_names.at(static_cast<int>(s));
 }
@@ -60,7 +71,9 @@ auto to_json(const job& j) -> json::value {
   o["result"] = parse_or_null(j.result);
   o["error"] = parse_or_null(j.error);
   o["timeout_ms"] = j.timeout_ms;
+  o["priority"] = j.priority;
   o["attempts"] = j.attempts;
+  o["owner"] = j.owner.empty() ? json::value(nullptr) : json::value(j.owner);
   o["created_at"] = timestamp(j.created_ms);
   o["started_at"] = timestamp(j.started_ms);
   o["finished_at"] = timestamp(j.finished_ms);

@@ -31,7 +31,12 @@ struct job {
   std::int64_t attempts = 0;  ///< times a worker started it (more than 1 after a service restart)
   std::int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
   notification_state notification = notification_state::none;
+  std::int64_t priority = 0;  ///< higher runs first; equal priorities run in id order
+  std::string owner;  ///< the instance that runs it (or ran it last, or ended it); "" if none
 };
+
+[[nodiscard]] auto is_final(job_state s) -> bool;
+[[nodiscard]] auto parse_notification_state(std::string_view s) -> notification_state;
 
 /// The job as the API shows it.
 [[nodiscard]] auto to_json(const job& j) -> boost::json::value;

@@ -21,159 +21,212 @@ using namespace std::chrono_literals;
 namespace service {
 
 job_runner::job_runner(asio::any_io_executor ex, procpool::process_pool& pool, database& db,
-                       notifier& notify, event_hub& events, service_metrics& metrics,
-                       runner_options options)
+                       notifier& notify, service_metrics& metrics, runner_options options)
     : ex_(ex),
       pool_(pool),
       db_(db),
       notify_(notify),
-      events_(events),
       metrics_(metrics),
-      options_(options),
-      work_ready_(ex, asio::steady_timer::time_point::max()),
-      lanes_done_(ex, asio::steady_timer::time_point::max()) {}
+      options_(std::move(options)),
+      wake_(ex, asio::steady_timer::time_point::max()),
+      idle_(ex, asio::steady_timer::time_point::max()) {}
 
-void job_runner::add_active(job j) {
-  const std::int64_t id = j.id;
-  auto& a = active_[id];
-  active_input_bytes_ += j.input.size();
-  a.record = std::move(j);
-  a.ended = std::make_shared<asio::steady_timer>(ex_, asio::steady_timer::time_point::max());
-  queue_.push_back(id);
-  work_ready_.cancel_one();
-}
-
-auto job_runner::recover() -> asio::awaitable<recovery> {
-  recovery r = co_await db_.run([n = options_.max_attempts](store& s) { return s.recover(n); });
-  for (const auto& j : r.queued) add_active(j);
-  for (const auto& j : r.to_notify) notify_.deliver(j);
-  co_return r;
+void job_runner::spawn(asio::awaitable<void> work, const char* what) {
+  ++background_;
+  asio::co_spawn(ex_, std::move(work), report_failure(what, [this] {
+                   --background_;
+                   idle_.cancel();
+                 }));
 }
 
 void job_runner::start() {
-  for (std::size_t i = 0; i < options_.lanes; ++i) {
-    ++lanes_alive_;
-    asio::co_spawn(ex_, lane(), report_failure("job lane stopped", [this] {
-                     if (--lanes_alive_ == 0) lanes_done_.cancel();
-                   }));
-  }
+  claimer_alive_ = true;
+  asio::co_spawn(ex_, claimer(), report_failure("job claimer stopped", [this] {
+                   claimer_alive_ = false;
+                   idle_.cancel();
+                 }));
+}
+
+void job_runner::wake() {
+  woken_ = true;
+  wake_.cancel();
+}
+
+void job_runner::set_listening(bool listening) {
+  listening_ = listening;
+  wake_.cancel();  // the next poll is due sooner (or later)
 }
 
 auto job_runner::accept(job j) -> asio::awaitable<std::pair<accept_status, job>> {
   if (stopping_) co_return std::pair{accept_status::stopping, std::move(j)};
-  const std::size_t input_bytes = j.input.size();
-  if (active() >= options_.max_active ||
-      active_input_bytes_ + input_bytes > options_.max_active_input_bytes) {
-    ++metrics_.rejected_queue_full;
-    co_return std::pair{accept_status::queue_full, std::move(j)};
-  }
-  // Counted while the insert is in flight, so concurrent requests cannot overshoot the limits.
-  ++accepting_;
-  active_input_bytes_ += input_bytes;
-  auto insert = db_.run([j = std::move(j)](store& s) { return s.insert(j); });
-  std::exception_ptr failure;
-  job_change c;
+  const admission_limits limits{options_.max_active_jobs, options_.max_active_input_bytes};
+  std::optional<job_change> c;
+  // The operation is made before the co_await, not inside it: GCC 12 destroys a temporary
+  // argument of a co_await expression twice (a lambda capturing a string is one).
+  auto insert = db_.run([j, limits](store& s) { return s.insert(j, limits); });
   try {
     c = co_await std::move(insert);
   } catch (...) {
-    failure = std::current_exception();
-  }
-  --accepting_;
-  active_input_bytes_ -= input_bytes;  // add_active counts it again
-  if (failure) {
     ++metrics_.database_errors;
-    std::rethrow_exception(failure);
+    throw;
+  }
+  if (!c) {
+    ++metrics_.rejected_queue_full;
+    co_return std::pair{accept_status::queue_full, std::move(j)};
   }
   ++metrics_.accepted;
-  add_active(c.after);
-  events_.publish(c);
-  co_return std::pair{accept_status::accepted, c.after};
+  wake();
+  co_return std::pair{accept_status::accepted, c->after};
 }
 
 template <class F>
-auto job_runner::persist(F change) -> asio::awaitable<job_change> {
+auto job_runner::persist(F change) -> asio::awaitable<std::invoke_result_t<F&, store&>> {
   auto backoff = 100ms;
   for (;;) {
     try {
       co_return co_await db_.run(change);
-    } catch (const std::logic_error&) {
-      throw;
-    } catch (const std::exception& e) {
+    } catch (const sql_error& e) {
+      if (e.what_kind == sql_error::kind::statement || abandon_writes_) throw;
       ++metrics_.database_errors;
-      std::fprintf(stderr, "database write failed, retrying in %lld ms: %s\n",
-                   static_cast<long long>(backoff.count()), e.what());
+      std::fprintf(stderr, "[%s] database write failed, retrying in %lld ms: %s\n",
+                   options_.instance_id.c_str(), static_cast<long long>(backoff.count()), e.what());
     }
     asio::steady_timer t(ex_, backoff);
     co_await t.async_wait(asio::use_awaitable);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5s));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2s));
   }
+}
+
+auto job_runner::claimer() -> asio::awaitable<void> {
+  auto next_poll = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool poll_due = now >= next_poll;
+    if (poll_due) {
+      next_poll = now + (listening_ ? options_.poll : options_.poll_without_notify);
+    }
+    const std::size_t free = options_.slots > executing_ ? options_.slots - executing_ : 0;
+    if (!fenced_ && free > 0 && (woken_ || poll_due)) {
+      woken_ = false;
+      co_await claim_once(free);
+      continue;
+    }
+    if (poll_due && !fenced_) co_await check_cancel_requests();
+    if (stopping_) break;
+    if (woken_ && free > 0 && !fenced_) continue;
+    wake_.expires_at(
+        std::min(next_poll, now + (listening_ ? options_.poll : options_.poll_without_notify)));
+    boost::system::error_code ec;
+    co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
+
+auto job_runner::claim_once(std::size_t free) -> asio::awaitable<void> {
+  std::vector<job_change> claimed;
+  bool failed = false;
+  auto claim =
+      db_.run([me = options_.instance_id, tasks = options_.tasks,
+               n = static_cast<std::int64_t>(free)](store& s) { return s.claim(me, tasks, n); });
+  try {
+    claimed = co_await std::move(claim);
+  } catch (const std::exception& e) {
+    ++metrics_.database_errors;
+    std::fprintf(stderr, "[%s] claiming jobs failed: %s\n", options_.instance_id.c_str(), e.what());
+    failed = true;
+  }
+  if (failed) {
+    asio::steady_timer t(ex_, 200ms);
+    boost::system::error_code ec;
+    co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    woken_ = true;  // try again
+    co_return;
+  }
+  // A full batch: more may be waiting.
+  if (claimed.size() == free) woken_ = true;
+  for (auto& c : claimed) {
+    const std::int64_t id = c.after.id;
+    ++metrics_.jobs_claimed;
+    metrics_.queue_seconds.observe((c.after.started_ms - c.after.created_ms) / 1000.0);
+    auto& a = active_[id];
+    a.record = std::move(c.after);
+    a.ended = std::make_shared<asio::steady_timer>(ex_, asio::steady_timer::time_point::max());
+    ++executing_;
+    if (stopping_ || fenced_) a.stop_requested = true;  // claimed as the instance stopped
+    spawn(run(id), "job failed");
+  }
+}
+
+auto job_runner::check_cancel_requests() -> asio::awaitable<void> {
+  auto requests = db_.read([me = options_.instance_id](store& s) { return s.cancel_requests(me); });
+  try {
+    const auto ids = co_await std::move(requests);
+    for (const auto id : ids) kill_local(id);
+  } catch (const std::exception&) {
+    ++metrics_.database_errors;
+  }
+}
+
+void job_runner::kill_local(std::int64_t id) {
+  if (auto it = active_.find(id); it != active_.end() && it->second.executing) {
+    it->second.kill.emit(asio::cancellation_type::terminal);
+  }
+}
+
+auto job_runner::run(std::int64_t id) -> asio::awaitable<void> {
+  outcome o = co_await execute(active_.at(id));
+  // The slot is free as soon as the worker is; the end is written while the next job starts.
+  active_job& a = active_.at(id);
+  a.executing = false;
+  --executing_;
+  wake();
+  co_await record_end(id, std::move(o));
 }
 
 void job_runner::retire(std::int64_t id) {
   if (auto it = active_.find(id); it != active_.end()) {
-    active_input_bytes_ -= it->second.record.input.size();
     it->second.ended->cancel();
     active_.erase(it);
   }
 }
 
-void job_runner::finished(const job_change& c) {
-  const job& j = c.after;
-  retire(j.id);
+void job_runner::finished(const job& j) {
   if (j.started_ms != 0) metrics_.run_seconds.observe((j.finished_ms - j.started_ms) / 1000.0);
   metrics_.total_seconds.observe((j.finished_ms - j.created_ms) / 1000.0);
-  events_.publish(c);
   if (!j.notify_url.empty()) notify_.deliver(j);
 }
 
-auto job_runner::lane() -> asio::awaitable<void> {
-  for (;;) {
-    while (queue_.empty() && !stopping_) {
-      work_ready_.expires_at(asio::steady_timer::time_point::max());
-      boost::system::error_code ec;
-      co_await work_ready_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    }
-    if (stopping_) co_return;
-    const std::int64_t id = queue_.front();
-    queue_.pop_front();
-    active_job& a = active_.at(id);
-    a.running = true;
-    // The start is written while the task runs, not before: the database thread keeps changes in
-    // order, so `running` is committed (and announced) before the job's end; and if the service
-    // dies first, a job still `queued` in the database is re-queued just as a `running` one is.
-    in_background(record_start(id));
-    outcome o = co_await execute(a);
-    // The lane is free as soon as the worker is: the end is written in the background too.
-    in_background(record_end(id, std::move(o)));
-  }
-}
-
-void job_runner::in_background(asio::awaitable<void> write) {
-  ++writes_in_flight_;
-  asio::co_spawn(ex_, std::move(write), report_failure("job state write failed", [this] {
-                   if (--writes_in_flight_ == 0 && stopping_) lanes_done_.cancel();
-                 }));
-}
-
-auto job_runner::record_start(std::int64_t id) -> asio::awaitable<void> {
-  const job_change started = co_await persist([id](store& s) { return s.start(id); });
-  metrics_.queue_seconds.observe((started.after.started_ms - started.after.created_ms) / 1000.0);
-  events_.publish(started);
-}
-
 auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void> {
-  if (o.requeue) {
-    const job_change c = co_await persist([id](store& s) { return s.requeue(id); });
-    retire(id);
-    events_.publish(c);
-    co_return;
-  }
   // Named, not a temporary in the co_await: GCC 12 destroys a temporary coroutine argument twice
   // there.
-  auto finish = [id, o = std::move(o)](store& s) {
-    return s.finish(id, o.state, o.result, o.error);
-  };
-  finished(co_await persist(std::move(finish)));
+  const job claimed = active_.at(id).record;
+  std::optional<job_change> c;
+  try {
+    if (o.requeue) {
+      auto requeue = [claimed](store& s) { return s.requeue(claimed); };
+      c = co_await persist(std::move(requeue));
+    } else {
+      auto finish = [claimed, o = std::move(o)](store& s) {
+        return s.finish(claimed, o.state, o.result, o.error);
+      };
+      c = co_await persist(std::move(finish));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[%s] the end of job %lld (attempt %lld) was not written: %s\n",
+                 options_.instance_id.c_str(), static_cast<long long>(id),
+                 static_cast<long long>(claimed.attempts), e.what());
+  }
+  retire(id);
+  if (!c) {
+    // Fenced: another instance took the job over while this one could not prove it was alive.
+    ++metrics_.completions_fenced;
+    std::fprintf(stderr,
+                 "[%s] job %lld attempt %lld was taken over by another instance; this "
+                 "instance's outcome is dropped\n",
+                 options_.instance_id.c_str(), static_cast<long long>(id),
+                 static_cast<long long>(claimed.attempts));
+    co_return;
+  }
+  if (is_final(c->after.state)) finished(c->after);
 }
 
 namespace {
@@ -245,49 +298,88 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
 }
 
 auto job_runner::cancel(std::int64_t id) -> asio::awaitable<std::optional<job>> {
-  auto it = active_.find(id);
-  if (it == active_.end()) co_return std::nullopt;
-  active_job& a = it->second;
-  if (!a.running) {
-    std::erase(queue_, id);
-    a.running = true;  // no lane may take it while the change is written
-    const job_change c = co_await persist([id](store& s) {
-      return s.finish(
-          id, job_state::cancelled, "",
-          R"({"type":"cancelled","message":"cancelled by a DELETE request before it ran"})");
-    });
-    finished(c);
-    co_return c.after;
+  if (auto it = active_.find(id); it != active_.end()) {
+    it->second.kill.emit(asio::cancellation_type::terminal);
+    const auto ended = it->second.ended;
+    boost::system::error_code ec;
+    co_await ended->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_return co_await db_.read([id](store& s) { return s.get(id); });
   }
-  a.kill.emit(asio::cancellation_type::terminal);
-  const auto ended = a.ended;
-  boost::system::error_code ec;
-  co_await ended->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  co_return co_await db_.run([id](store& s) { return s.get(id); });
+  auto cancel_queued = [id, me = options_.instance_id](store& s) {
+    return s.cancel_queued(id, me);
+  };
+  if (auto c = co_await persist(std::move(cancel_queued))) {
+    finished(c->after);
+    co_return c->after;
+  }
+  // Running elsewhere (or here, claimed a moment ago): marked in the database, where its owner
+  // finds it by notification or at its next poll.
+  const auto owner = co_await db_.run([id](store& s) { return s.request_cancel(id); });
+  if (!owner) co_return std::nullopt;
+  if (*owner == options_.instance_id) kill_local(id);
+  co_return co_await wait_until_final(id);
+}
+
+auto job_runner::wait_until_final(std::int64_t id) -> asio::awaitable<std::optional<job>> {
+  const auto deadline = std::chrono::steady_clock::now() + options_.remote_cancel_wait;
+  for (;;) {
+    auto j = co_await db_.read([id](store& s) { return s.get(id); });
+    if (!j || is_final(j->state) || std::chrono::steady_clock::now() >= deadline) co_return j;
+    asio::steady_timer t(ex_, 50ms);
+    co_await t.async_wait(asio::use_awaitable);
+  }
+}
+
+void job_runner::fence(const std::string& why) {
+  if (fenced_) return;
+  fenced_ = true;
+  std::fprintf(stderr, "[%s] %s: stopped claiming; killing %zu running jobs\n",
+               options_.instance_id.c_str(), why.c_str(), executing_);
+  for (auto& [id, a] : active_) {
+    if (!a.executing) continue;
+    a.stop_requested = true;
+    a.kill.emit(asio::cancellation_type::terminal);
+  }
+}
+
+void job_runner::unfence() {
+  if (!fenced_) return;
+  fenced_ = false;
+  std::fprintf(stderr, "[%s] the database answers again: claiming again\n",
+               options_.instance_id.c_str());
+  wake();
 }
 
 auto job_runner::drain(std::chrono::steady_clock::time_point deadline) -> asio::awaitable<bool> {
   stopping_ = true;
-  work_ready_.cancel();
-  // Lanes end when their task has ended; they do not wait for the writes.
-  while (lanes_alive_ > 0 && std::chrono::steady_clock::now() < deadline) {
-    lanes_done_.expires_at(deadline);
+  wake_.cancel();
+  while ((executing_ > 0 || claimer_alive_) && std::chrono::steady_clock::now() < deadline) {
+    idle_.expires_at(deadline);
     boost::system::error_code ec;
-    co_await lanes_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await idle_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  const bool drained = lanes_alive_ == 0;
+  const bool drained = executing_ == 0;
   if (!drained) {
     for (auto& [id, a] : active_) {
-      if (!a.running) continue;
+      if (!a.executing) continue;
       a.stop_requested = true;
       a.kill.emit(asio::cancellation_type::terminal);
     }
   }
-  // Killed tasks end at once; then every state change still being written is committed.
-  while (lanes_alive_ > 0 || writes_in_flight_ > 0) {
-    lanes_done_.expires_at(asio::steady_timer::time_point::max());
+  // Killed tasks end at once; then every end still being written is committed. A database that
+  // does not come back within the grace period loses them: the jobs are still `running` under
+  // this instance, and are rescued (another instance, or the next start with SQLite).
+  const auto grace = std::max(deadline, std::chrono::steady_clock::now()) + 5s;
+  while (background_ > 0 || claimer_alive_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= grace && !abandon_writes_) {
+      abandon_writes_ = true;
+      std::fprintf(stderr, "[%s] the database did not take the last job ends in time\n",
+                   options_.instance_id.c_str());
+    }
+    idle_.expires_at(abandon_writes_ ? now + 100ms : grace);
     boost::system::error_code ec;
-    co_await lanes_done_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await idle_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   co_return drained;
 }

@@ -1,5 +1,7 @@
 // procpool-service: the pipeline "receive requests asynchronously -> compute in a process pool
 // -> write the database -> notify", as an HTTP job service. See apps/service/README.md.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -7,17 +9,23 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/object.hpp>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <procpool/procpool.hpp>
+#include <random>
 
 #include "api.hpp"
+#include "change_feed.hpp"
 #include "config.hpp"
 #include "demo.hpp"
 #include "http_server.hpp"
 #include "job_runner.hpp"
+#include "membership.hpp"
 #include "notifier.hpp"
+#include "pg_listener.hpp"
 #include "retention.hpp"
 #include "tasks.hpp"
 
@@ -57,62 +65,172 @@ constexpr int exit_drain_timed_out = 3;  // running jobs were killed at the drai
                                          // re-queued for the next start
 constexpr int exit_demo_failed = 4;
 
+// With SQLite, one instance per database file: at start it re-queues whatever a previous
+// instance left running, which is right only if no other instance is using the file.
+auto lock_sqlite_database(const std::string& path) -> int {
+  const std::string lock_path = path + ".lock";
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot open " + lock_path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    throw std::runtime_error("the database " + path +
+                             " is in use by another procpool-service; with SQLite one instance "
+                             "owns a database file (use a postgresql:// URL to share one)");
+  }
+  return fd;
+}
+
+auto host_name() -> std::string {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
+
+// Unique per process start, readable in logs: host-pid-random.
+auto make_instance_id() -> std::string {
+  std::random_device random;
+  char suffix[8];
+  std::snprintf(suffix, sizeof suffix, "%04x", random() & 0xffff);
+  return host_name() + "-" + std::to_string(::getpid()) + "-" + suffix;
+}
+
 auto serve(service::config cfg) -> int {
+  const bool pg = service::is_postgres_url(cfg.db);
+  const int lock_fd = pg ? -1 : lock_sqlite_database(cfg.db);
+  struct close_on_exit {
+    int fd;
+    ~close_on_exit() {
+      if (fd >= 0) ::close(fd);
+    }
+  } lock_guard{lock_fd};
+  const std::string instance_id = make_instance_id();
   // The store and its thread are created after procpool::init(): workers are forked from the
   // process as it was at init, without these threads.
-  service::store st(cfg.db, cfg.full_sync);
+  service::store st(
+      service::open_sql_connection(cfg.db, {.application_name = "procpool-service " + instance_id,
+                                            .sqlite_full_sync = cfg.full_sync}),
+      cfg.notify);
   service::database db(st);
   asio::io_context ioc(1);
   procpool::process_pool pool(
       ioc.get_executor(),
-      procpool::pool_options{.workers = cfg.workers,
-                             .memory_limit_bytes = cfg.memory_limit_mb << 20,
-                             // Each line a worker writes goes to the service's stderr, tagged
-                             // with the worker's pid (job errors carry the pid too).
-                             .output =
-                                 [](const procpool::output_line& line) {
-                                   std::fprintf(stderr, "[worker pid %d] %.*s\n", line.pid,
-                                                static_cast<int>(line.text.size()),
-                                                line.text.data());
-                                 },
-                             .crash_output_lines = 20});
+      procpool::pool_options{
+          .workers = cfg.workers,
+          .memory_limit_bytes = cfg.memory_limit_mb << 20,
+          // Each line a worker writes goes to the service's stderr, tagged
+          // with the instance and the worker's pid (job errors carry the pid).
+          .output =
+              [&instance_id](const procpool::output_line& line) {
+                std::fprintf(stderr, "[%s worker pid %d] %.*s\n", instance_id.c_str(), line.pid,
+                             static_cast<int>(line.text.size()), line.text.data());
+              },
+          .crash_output_lines = 20});
   const std::size_t workers = pool.stats().workers;
+  std::vector<std::string> task_names;
+  std::string task_list;
+  for (const auto& t : service::task_registry::global().all()) {
+    task_names.push_back(t.name);
+    task_list += (task_list.empty() ? "" : ",") + t.name;
+  }
+  const auto ms = [](std::int64_t n) { return std::chrono::milliseconds(n); };
   service::service_metrics metrics;
   service::event_hub events(1024);
-  service::notifier notify(ioc.get_executor(), db, metrics,
-                           {.attempts = cfg.webhook_attempts,
-                            .first_backoff = std::chrono::milliseconds(cfg.webhook_backoff_ms)});
-  service::job_runner runner(ioc.get_executor(), pool, db, notify, events, metrics,
-                             {.lanes = workers,
-                              .max_active = cfg.max_active_jobs,
-                              .max_active_input_bytes = cfg.max_active_input_mb << 20,
-                              .max_attempts = cfg.max_attempts});
+  service::notifier notify(
+      ioc.get_executor(), db, metrics,
+      {.attempts = cfg.webhook_attempts, .first_backoff = ms(cfg.webhook_backoff_ms)});
+  service::job_runner runner(
+      ioc.get_executor(), pool, db, notify, metrics,
+      {.instance_id = instance_id,
+       .slots = workers,
+       .tasks = task_names,
+       .max_active_jobs = static_cast<std::int64_t>(cfg.max_active_jobs),
+       .max_active_input_bytes = static_cast<std::int64_t>(cfg.max_active_input_mb << 20),
+       .poll = ms(cfg.poll_ms),
+       .poll_without_notify = ms(cfg.poll_without_notify_ms)});
+  service::change_feed feed(ioc.get_executor(), db, events, ms(cfg.poll_ms),
+                            ms(cfg.poll_without_notify_ms));
+  db.on_changes(ioc.get_executor(), [&feed] { feed.kick(); });
   service::retention retention(ioc.get_executor(), db, metrics,
                                std::chrono::seconds(cfg.retain_ended_s));
-  service::api handler(cfg, service::task_registry::global(), runner, db, pool, events, metrics);
+  service::api handler(cfg, instance_id, service::task_registry::global(), runner, db, pool, events,
+                       feed, metrics);
   service::http_server server(
       ioc.get_executor(),
       asio::ip::tcp::endpoint(asio::ip::make_address(cfg.address), cfg.demo ? 0 : cfg.port),
       handler, events,
       {.max_body_bytes = cfg.max_body_bytes, .max_connections = cfg.max_connections});
+  const std::string base = "http://" + cfg.address + ":" + std::to_string(server.port());
+  service::membership members(ioc.get_executor(), db, runner, notify, metrics,
+                              {.id = instance_id,
+                               .host = host_name(),
+                               .pid = ::getpid(),
+                               .address = base,
+                               .workers = static_cast<std::int64_t>(workers),
+                               .tasks = task_list,
+                               .started_ms = service::now_ms()},
+                              {.heartbeat = ms(cfg.heartbeat_ms),
+                               .dead_after = ms(cfg.dead_after_ms),
+                               .max_attempts = cfg.max_attempts,
+                               .sole_instance = !pg});
+
+  // Notifications are a hint: a new job, a change, a cancel. Without them (SQLite: there is no
+  // other writer; PostgreSQL with --notify off or LISTEN down) the polls find the same things.
+  std::unique_ptr<service::pg_listener> listener;
+  const auto set_listening = [&](bool up) {
+    metrics.notify_listening = up ? 1 : 0;
+    runner.set_listening(up);
+    feed.set_listening(up);
+    if (up) {
+      // Notifications sent while nobody listened are lost: look now.
+      runner.wake();
+      feed.kick();
+    }
+  };
+  if (pg && cfg.notify) {
+    listener = std::make_unique<service::pg_listener>(
+        ioc.get_executor(), cfg.db, "procpool-service listener " + instance_id,
+        std::vector<std::string>{"procpool_jobs", "procpool_events", "procpool_control"},
+        [&](const std::string& channel, const std::string& payload) {
+          if (channel == "procpool_jobs") {
+            runner.wake();
+          } else if (channel == "procpool_events") {
+            feed.kick();
+          } else if (channel == "procpool_control") {
+            // "<owner> <job id>": a cancel for the instance that runs the job.
+            const auto space = payload.rfind(' ');
+            if (space != std::string::npos && payload.substr(0, space) == instance_id) {
+              runner.kill_local(std::atoll(payload.c_str() + space + 1));
+            }
+          }
+        },
+        set_listening);
+    set_listening(false);  // until the listener says otherwise
+  } else {
+    set_listening(!pg);
+  }
 
   int status = exit_drained;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   auto lifespan = [&]() -> asio::awaitable<void> {
-    const auto recovered = co_await runner.recover();
-    if (!recovered.queued.empty() || recovered.abandoned > 0 || !recovered.to_notify.empty()) {
+    co_await feed.start();
+    const auto rescued = co_await members.join();
+    const auto counts = co_await db.read([](service::store& s) { return s.count_by_state(); });
+    const auto queued = counts[static_cast<std::size_t>(service::job_state::queued)];
+    if (queued > 0 || rescued.requeued > 0 || rescued.failed > 0 || !rescued.webhooks.empty()) {
       std::printf(
-          "procpool-service: resumed from %s: %zu queued jobs (%lld were interrupted while "
+          "procpool-service: resumed from %s: %lld jobs queued (%lld of them interrupted while "
           "running), %lld failed as interrupted too often, %zu webhooks to deliver\n",
-          cfg.db.c_str(), recovered.queued.size(), static_cast<long long>(recovered.interrupted),
-          static_cast<long long>(recovered.abandoned), recovered.to_notify.size());
+          pg ? "PostgreSQL" : cfg.db.c_str(), static_cast<long long>(queued),
+          static_cast<long long>(rescued.requeued), static_cast<long long>(rescued.failed),
+          rescued.webhooks.size());
     }
     runner.start();
+    members.start();
     retention.start();
+    if (listener) listener->start();
     server.start();
-    const std::string base = "http://" + cfg.address + ":" + std::to_string(server.port());
-    std::printf("procpool-service: listening on %s (%zu workers, database %s)\n", base.c_str(),
-                workers, cfg.db.c_str());
+    std::printf("procpool-service: listening on %s (instance %s, %zu workers, %s database)\n",
+                base.c_str(), instance_id.c_str(), workers, pg ? "PostgreSQL" : "SQLite");
     if (!cfg.demo) {
       std::printf(
           "  try:  curl -s -d '{\"task\": \"count_primes\", \"input\": {\"n\": 10000000}}' "
@@ -141,6 +259,9 @@ auto serve(service::config cfg) -> int {
     const bool drained = co_await runner.drain(deadline);
     const bool notified = co_await notify.wait_idle(deadline);
     notify.stop();
+    co_await members.leave();
+    feed.stop();
+    if (listener) listener->stop();
     co_await pool.shutdown(drained ? procpool::shutdown_mode::graceful
                                    : procpool::shutdown_mode::immediate);
     co_await server.wait_closed(std::chrono::steady_clock::now() + 2s);
@@ -192,7 +313,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "procpool-service: %s\n", e.what());
   }
   if (!demo_db.empty()) {
-    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(demo_db + suffix);
+    for (const char* suffix : {"", "-wal", "-shm", ".lock"}) {
+      std::filesystem::remove(demo_db + suffix);
+    }
   }
   return status;
 }

@@ -74,6 +74,20 @@ auto render_metrics(const service_metrics& m, const procpool::pool_stats& pool,
           m.database_errors);
   counter(out, "service_jobs_deleted_total", "Ended jobs deleted after the retention period.",
           m.jobs_deleted);
+  counter(out, "service_jobs_claimed_total", "Jobs this instance claimed from the queue.",
+          m.jobs_claimed);
+  counter(out, "service_completions_fenced_total",
+          "Job ends dropped because another instance had taken the job over.",
+          m.completions_fenced);
+  counter(out, "service_jobs_rescued_total",
+          "Running jobs of dead instances this instance put back in the queue or failed.",
+          m.jobs_rescued);
+  counter(out, "service_instances_declared_dead_total",
+          "Instances this instance found dead (heartbeat too old).", m.instances_declared_dead);
+  counter(out, "service_heartbeat_failures_total", "Heartbeats that could not be written.",
+          m.heartbeat_failures);
+  gauge(out, "service_notify_listening", "1 while LISTEN/NOTIFY reaches this instance.",
+        m.notify_listening);
   gauge(out, "service_event_clients", "Open /events streams.", event_clients);
   m.queue_seconds.render(out, "service_job_queue_seconds", "Time from acceptance to a worker.");
   m.run_seconds.render(out, "service_job_run_seconds",

@@ -36,7 +36,13 @@ struct service_metrics {
   std::uint64_t webhook_retries = 0;
   std::uint64_t webhook_failed = 0;
   std::uint64_t database_errors = 0;
-  std::uint64_t jobs_deleted = 0;  ///< by retention
+  std::uint64_t jobs_deleted = 0;        ///< by retention
+  std::uint64_t jobs_claimed = 0;        ///< by this instance
+  std::uint64_t completions_fenced = 0;  ///< job ends dropped: another instance took the job
+  std::uint64_t jobs_rescued = 0;        ///< running jobs of dead instances put back (or failed)
+  std::uint64_t instances_declared_dead = 0;  ///< by this instance's rescues
+  std::uint64_t heartbeat_failures = 0;
+  std::uint64_t notify_listening = 0;  ///< 1 while LISTEN works (PostgreSQL)
 };
 
 /// The /metrics page: `jobs` (by job_state, from the database), the service's counters and

@@ -31,8 +31,13 @@ auto retention::run() -> asio::awaitable<void> {
     const std::int64_t cutoff =
         now_ms() - std::chrono::duration_cast<std::chrono::milliseconds>(retain_).count();
     try {
-      metrics_.jobs_deleted += static_cast<std::uint64_t>(
-          co_await db_.run([cutoff](store& s) { return s.delete_ended_before(cutoff); }));
+      // In batches, so no transaction holds the write lock for long.
+      constexpr std::int64_t batch = 10'000;
+      for (std::int64_t deleted = batch; deleted == batch && !stopping_;) {
+        deleted =
+            co_await db_.run([cutoff](store& s) { return s.delete_ended_before(cutoff, batch); });
+        metrics_.jobs_deleted += static_cast<std::uint64_t>(deleted);
+      }
     } catch (const std::exception&) {
       ++metrics_.database_errors;  // tried again next round
     }

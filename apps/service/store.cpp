@@ -3,60 +3,27 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <stdexcept>
 
+#include "schema.hpp"
+
 namespace service {
-
-// One prepared statement; finalized when it goes out of scope.
-class store::statement {
- public:
-  statement(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &st_, nullptr) != SQLITE_OK) fail("prepare");
-  }
-  ~statement() { sqlite3_finalize(st_); }
-  statement(const statement&) = delete;
-  auto operator=(const statement&) -> statement& = delete;
-
-  auto bind(int i, std::int64_t v) -> statement& {
-    sqlite3_bind_int64(st_, i, v);
-    return *this;
-  }
-  auto bind(int i, const std::string& v) -> statement& {
-    sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  auto bind(int i, std::string_view v) -> statement& { return bind(i, std::string(v)); }
-  /// True while there is a row.
-  auto step() -> bool {
-    const int rc = sqlite3_step(st_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    fail("step");
-    return false;
-  }
-  void run() {
-    while (step()) {
-    }
-  }
-  auto integer(int col) -> std::int64_t { return sqlite3_column_int64(st_, col); }
-  auto text(int col) -> std::string {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st_, col));
-    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(st_, col))) : "";
-  }
-
- private:
-  [[noreturn]] void fail(const char* what) {
-    throw std::runtime_error(std::string("sqlite ") + what + ": " + sqlite3_errmsg(db_));
-  }
-  sqlite3* db_;
-  sqlite3_stmt* st_ = nullptr;
-};
 
 namespace {
 
 constexpr const char* job_columns =
     "id, task, input, timeout_ms, notify_url, state, result, error, attempts, created_ms, "
-    "started_ms, finished_ms, notification";
+    "started_ms, finished_ms, notification, priority, owner";
+// The same, for statements that join jobs with another table.
+constexpr const char* jobs_columns =
+    "jobs.id, jobs.task, jobs.input, jobs.timeout_ms, jobs.notify_url, jobs.state, jobs.result, "
+    "jobs.error, jobs.attempts, jobs.created_ms, jobs.started_ms, jobs.finished_ms, "
+    "jobs.notification, jobs.priority, jobs.owner";
+
+// Advisory lock keys (PostgreSQL): constants of the service's own.
+constexpr std::int64_t write_lock = 0x70726f6370'02;
+constexpr std::int64_t rescue_lock = 0x70726f6370'03;
 
 auto random_id() -> std::string {
   unsigned char bytes[16] = {};
@@ -75,326 +42,426 @@ auto random_id() -> std::string {
   return hex;
 }
 
-// One change, all or nothing: a savepoint, so that it is a transaction of its own or, inside a
-// batch (store::begin_batch), a part of the batch's transaction that can fail alone.
-class transaction {
+auto job_from_row(const sql_result& r, std::size_t row, std::size_t first = 0) -> job {
+  job j;
+  auto text = [&](std::size_t c) { return r.text(row, first + c); };
+  auto integer = [&](std::size_t c) { return r.integer(row, first + c); };
+  j.id = integer(0);
+  j.task = text(1);
+  j.input = text(2);
+  j.timeout_ms = integer(3);
+  j.notify_url = text(4);
+  j.state = parse_job_state(text(5)).value_or(job_state::failed);
+  j.result = text(6);
+  j.error = text(7);
+  j.attempts = integer(8);
+  j.created_ms = integer(9);
+  j.started_ms = integer(10);
+  j.finished_ms = integer(11);
+  j.notification = parse_notification_state(text(12));
+  j.priority = integer(13);
+  j.owner = text(14);
+  return j;
+}
+
+// One change, all or nothing: a savepoint inside the batch's transaction, so that it can fail
+// alone without undoing the batch's other changes.
+class savepoint {
  public:
-  explicit transaction(sqlite3* db) : db_(db) { exec("SAVEPOINT change"); }
-  ~transaction() {
-    if (!done_) {
-      sqlite3_exec(db_, "ROLLBACK TO change", nullptr, nullptr, nullptr);
-      sqlite3_exec(db_, "RELEASE change", nullptr, nullptr, nullptr);
+  explicit savepoint(sql_connection& db) : db_(db) { db_.exec("SAVEPOINT change"); }
+  ~savepoint() {
+    if (done_) return;
+    try {
+      db_.exec("ROLLBACK TO SAVEPOINT change");
+      db_.exec("RELEASE SAVEPOINT change");
+    } catch (...) {
+      // The connection is gone; the batch fails with it.
     }
   }
-  transaction(const transaction&) = delete;
-  auto operator=(const transaction&) -> transaction& = delete;
+  savepoint(const savepoint&) = delete;
+  auto operator=(const savepoint&) -> savepoint& = delete;
   void commit() {
-    exec("RELEASE change");
+    db_.exec("RELEASE SAVEPOINT change");
     done_ = true;
   }
 
  private:
-  void exec(const char* sql) {
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
-      throw std::runtime_error(std::string("sqlite: ") + sqlite3_errmsg(db_));
-    }
-  }
-  sqlite3* db_;
+  sql_connection& db_;
   bool done_ = false;
 };
 
+// An owner as a parameter: NULL when there is none (jobs stored before owners were recorded).
+auto owner_param(const std::string& owner) -> sql_param {
+  return owner.empty() ? sql_param(nullptr) : sql_param(std::string_view(owner));
+}
+
+constexpr const char* interrupted_error =
+    R"({"type":"interrupted","message":"the instance running this job stopped or lost the database )"
+    R"(while it ran, too many times; not retried again"})";
+
 }  // namespace
 
-store::store(const std::string& path, bool full_sync) {
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-    sqlite3_close(db_);
-    throw std::runtime_error("cannot open database " + path + ": " + msg);
-  }
-  sqlite3_busy_timeout(db_, 5000);
-  try {
-    exec("PRAGMA journal_mode=WAL");
-    exec(full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    exec(
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS jobs ("
-        "  id INTEGER PRIMARY KEY AUTOINCREMENT, task TEXT NOT NULL, input TEXT NOT NULL,"
-        "  timeout_ms INTEGER NOT NULL, notify_url TEXT NOT NULL, state TEXT NOT NULL,"
-        "  result TEXT NOT NULL DEFAULT '', error TEXT NOT NULL DEFAULT '',"
-        "  attempts INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL,"
-        "  started_ms INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER NOT NULL DEFAULT 0,"
-        "  notification TEXT NOT NULL);"
-        "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);"
-        "CREATE TABLE IF NOT EXISTS job_events ("
-        "  seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER NOT NULL, state TEXT NOT NULL,"
-        "  at_ms INTEGER NOT NULL);"
-        "CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (finished_ms) WHERE finished_ms > 0;"
-        "CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id);");
-    statement read(db_, "SELECT value FROM meta WHERE key = 'service_id'");
-    if (read.step()) {
-      service_id_ = read.text(0);
-    } else {
-      service_id_ = random_id();
-      statement(db_, "INSERT INTO meta VALUES ('service_id', ?)").bind(1, service_id_).run();
+store::store(std::unique_ptr<sql_connection> connection, bool notify)
+    : db_(std::move(connection)), notify_(notify && db_->dialect() == sql_dialect::postgres) {
+  migrate(*db_);
+  db_->exec("INSERT INTO meta (key, value) VALUES ('service_id', $1) ON CONFLICT (key) DO NOTHING",
+            {std::string_view(random_id())});
+  service_id_ = db_->exec("SELECT value FROM meta WHERE key = 'service_id'", {}).text(0, 0);
+}
+
+// The database's clock, for heartbeats: instances on different machines compare against one
+// clock, so their own clocks may disagree.
+static auto now_sql(sql_dialect d) -> std::string {
+  return d == sql_dialect::postgres
+             ? "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+             : "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+}
+
+void store::begin_batch(bool writes) {
+  notifications_.clear();
+  events_in_batch_ = false;
+  if (pg()) {
+    db_->exec("BEGIN");
+    try {
+      if (writes) db_->exec("SELECT pg_advisory_xact_lock($1)", {write_lock});
+    } catch (...) {
+      rollback_batch();
+      throw;
     }
-  } catch (...) {
-    sqlite3_close(db_);
-    throw;
+  } else {
+    db_->exec(writes ? "BEGIN IMMEDIATE" : "BEGIN");
   }
-}
-
-store::~store() {
-  sqlite3_close(db_);
-}
-
-void store::begin_batch() {
-  exec("BEGIN IMMEDIATE");
 }
 
 void store::commit_batch() {
   try {
-    exec("COMMIT");
+    if (notify_) {
+      std::sort(notifications_.begin(), notifications_.end());
+      notifications_.erase(std::unique(notifications_.begin(), notifications_.end()),
+                           notifications_.end());
+      for (const auto& [channel, payload] : notifications_) {
+        db_->exec("SELECT pg_notify($1, $2)",
+                  {std::string_view(channel), std::string_view(payload)});
+      }
+    }
+    db_->exec("COMMIT");
   } catch (...) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    rollback_batch();
     throw;
   }
+  events_committed_ = events_committed_ || events_in_batch_;
 }
 
-void store::exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : sqlite3_errmsg(db_);
-    sqlite3_free(err);
-    throw std::runtime_error("sqlite: " + msg);
+void store::rollback_batch() {
+  try {
+    db_->exec("ROLLBACK");
+  } catch (...) {
+    // Nothing to roll back, or the connection is gone (and the transaction with it).
   }
 }
 
-auto store::read_job(std::int64_t id) -> job {
-  auto j = get(id);
-  if (!j) throw std::runtime_error("job " + std::to_string(id) + " vanished from the database");
-  return *j;
+auto store::take_events_appended() -> bool {
+  return std::exchange(events_committed_, false);
 }
 
-auto store::append_event(std::int64_t id, job_state state, std::int64_t at) -> std::int64_t {
-  statement(db_, "INSERT INTO job_events (job_id, state, at_ms) VALUES (?, ?, ?)")
-      .bind(1, id)
-      .bind(2, to_string(state))
-      .bind(3, at)
-      .run();
-  return sqlite3_last_insert_rowid(db_);
+void store::notify(std::string channel, std::string payload) {
+  if (notify_) notifications_.emplace_back(std::move(channel), std::move(payload));
 }
 
-auto store::insert(job j) -> job_change {
-  transaction tx(db_);
+auto store::append_event(const job& after, std::int64_t at_ms) -> std::int64_t {
+  const auto r = db_->exec(
+      "INSERT INTO job_events (job_id, state, at_ms, attempts, started_ms, finished_ms, "
+      "notification, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+      {after.id, to_string(after.state), at_ms, after.attempts, after.started_ms, after.finished_ms,
+       to_string(after.notification), owner_param(after.owner)});
+  events_in_batch_ = true;
+  notify("procpool_events", "");
+  return r.integer(0, 0);
+}
+
+auto store::change_one(std::string_view sql, std::initializer_list<sql_param> params)
+    -> std::optional<job_change> {
+  savepoint sp(*db_);
+  const auto r = db_->exec(sql, params);
+  if (r.empty()) return std::nullopt;
+  job after = job_from_row(r, 0);
+  const std::int64_t seq =
+      append_event(after, after.finished_ms != 0 ? after.finished_ms : now_ms());
+  sp.commit();
+  return job_change{seq, std::move(after)};
+}
+
+// --- instances ---
+
+void store::join(const instance_info& me) {
+  db_->exec(
+      "INSERT INTO instances (id, host, pid, address, workers, tasks, started_ms, "
+      "heartbeat_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, " +
+          now_sql(dialect()) +
+          ") ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, "
+          "address = excluded.address, workers = excluded.workers, tasks = excluded.tasks",
+      {std::string_view(me.id), std::string_view(me.host), me.pid, std::string_view(me.address),
+       me.workers, std::string_view(me.tasks), me.started_ms});
+}
+
+auto store::heartbeat(const std::string& id) -> bool {
+  return db_->exec("UPDATE instances SET heartbeat_ms = " + now_sql(dialect()) + " WHERE id = $1",
+                   {std::string_view(id)})
+             .affected == 1;
+}
+
+void store::leave(const std::string& id) {
+  db_->exec("DELETE FROM instances WHERE id = $1", {std::string_view(id)});
+}
+
+auto store::instances() -> std::vector<instance_info> {
+  const auto r =
+      db_->exec("SELECT i.id, i.host, i.pid, i.address, i.workers, i.tasks, i.started_ms, " +
+                    now_sql(dialect()) +
+                    " - i.heartbeat_ms, (SELECT count(*) FROM jobs WHERE jobs.owner = i.id AND "
+                    "jobs.state = 'running') FROM instances i ORDER BY i.started_ms, i.id",
+                {});
+  std::vector<instance_info> out;
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    out.push_back({r.text(i, 0), r.text(i, 1), r.integer(i, 2), r.text(i, 3), r.integer(i, 4),
+                   r.text(i, 5), r.integer(i, 6), r.integer(i, 7), r.integer(i, 8)});
+  }
+  return out;
+}
+
+auto store::rescue(const std::string& me, std::int64_t dead_after_ms, std::int64_t max_attempts)
+    -> rescue_report {
+  rescue_report report;
+  savepoint sp(*db_);
+  // Leaderless: whoever gets the lock rescues; the others skip this round.
+  if (pg() && db_->exec("SELECT pg_try_advisory_xact_lock($1)", {rescue_lock}).text(0, 0) != "t") {
+    sp.commit();
+    return report;
+  }
+  report.dead_instances =
+      db_->exec("DELETE FROM instances WHERE id <> $1 AND ($2 < 0 OR heartbeat_ms < " +
+                    now_sql(dialect()) + " - $2)",
+                {std::string_view(me), dead_after_ms})
+          .affected;
+  const auto orphans =
+      db_->exec(std::string("SELECT ") + job_columns +
+                    " FROM jobs WHERE state = 'running' AND (owner IS NULL OR owner NOT IN "
+                    "(SELECT id FROM instances)) ORDER BY id",
+                {});
+  for (std::size_t i = 0; i < orphans.size(); ++i) {
+    const job j = job_from_row(orphans, i);
+    std::optional<job_change> c;
+    if (j.attempts >= max_attempts) {
+      c = finish(j, job_state::failed, "", interrupted_error);
+      if (c) ++report.failed;
+    } else {
+      c = requeue(j);
+      if (c) ++report.requeued;
+    }
+    if (c) report.changes.push_back(std::move(*c));
+  }
+  const auto webhooks = db_->exec(
+      std::string("UPDATE jobs SET owner = $1 WHERE notification = 'pending' AND state NOT IN "
+                  "('queued', 'running') AND (owner IS NULL OR owner NOT IN (SELECT id FROM "
+                  "instances)) RETURNING ") +
+          job_columns,
+      {std::string_view(me)});
+  for (std::size_t i = 0; i < webhooks.size(); ++i) {
+    report.webhooks.push_back(job_from_row(webhooks, i));
+  }
+  std::sort(report.webhooks.begin(), report.webhooks.end(),
+            [](const job& a, const job& b) { return a.id < b.id; });
+  sp.commit();
+  return report;
+}
+
+// --- jobs ---
+
+auto store::insert(job j, const admission_limits& limits) -> std::optional<job_change> {
+  savepoint sp(*db_);
+  const auto active = db_->exec(
+      "SELECT count(*), coalesce(sum(input_bytes), 0) FROM jobs WHERE state IN ('queued', "
+      "'running')",
+      {});
+  if (active.integer(0, 0) >= limits.max_active_jobs ||
+      active.integer(0, 1) + static_cast<std::int64_t>(j.input.size()) >
+          limits.max_active_input_bytes) {
+    sp.commit();
+    return std::nullopt;
+  }
   j.created_ms = now_ms();
   j.state = job_state::queued;
   j.notification = j.notify_url.empty() ? notification_state::none : notification_state::pending;
-  statement ins(db_,
-                "INSERT INTO jobs (task, input, timeout_ms, notify_url, state, created_ms, "
-                "notification) VALUES (?, ?, ?, ?, 'queued', ?, ?)");
-  ins.bind(1, j.task).bind(2, j.input).bind(3, j.timeout_ms).bind(4, j.notify_url);
-  ins.bind(5, j.created_ms).bind(6, to_string(j.notification)).run();
-  j.id = sqlite3_last_insert_rowid(db_);
-  const std::int64_t seq = append_event(j.id, job_state::queued, j.created_ms);
-  tx.commit();
-  return {seq, std::move(j)};
+  const auto r = db_->exec(
+      "INSERT INTO jobs (task, input, input_bytes, timeout_ms, notify_url, state, created_ms, "
+      "notification, priority) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) RETURNING id",
+      {std::string_view(j.task), std::string_view(j.input),
+       static_cast<std::int64_t>(j.input.size()), j.timeout_ms, std::string_view(j.notify_url),
+       j.created_ms, to_string(j.notification), j.priority});
+  j.id = r.integer(0, 0);
+  const std::int64_t seq = append_event(j, j.created_ms);
+  notify("procpool_jobs", j.task);
+  sp.commit();
+  return job_change{seq, std::move(j)};
 }
 
-auto store::start(std::int64_t id) -> job_change {
-  transaction tx(db_);
+auto store::claim(const std::string& me, const std::vector<std::string>& tasks, std::int64_t n)
+    -> std::vector<job_change> {
+  std::string task_list;
+  for (const auto& t : tasks) task_list += (task_list.empty() ? "" : ",") + t;
+  savepoint sp(*db_);
   const std::int64_t at = now_ms();
-  statement(db_,
-            "UPDATE jobs SET state = 'running', started_ms = ?, attempts = attempts + 1 "
-            "WHERE id = ?")
-      .bind(1, at)
-      .bind(2, id)
-      .run();
-  const std::int64_t seq = append_event(id, job_state::running, at);
-  auto after = read_job(id);
-  tx.commit();
-  return {seq, std::move(after)};
-}
-
-auto store::finish(std::int64_t id, job_state state, const std::string& result,
-                   const std::string& error) -> job_change {
-  transaction tx(db_);
-  const std::int64_t at = now_ms();
-  statement(db_,
-            "UPDATE jobs SET state = ?, result = ?, error = ?, finished_ms = ? WHERE id = ? "
-            "AND state IN ('queued', 'running')")
-      .bind(1, to_string(state))
-      .bind(2, result)
-      .bind(3, error)
-      .bind(4, at)
-      .bind(5, id)
-      .run();
-  if (sqlite3_changes(db_) != 1) {
-    throw std::logic_error("job " + std::to_string(id) + " is not active; not finished twice");
+  // The candidate rows are locked and skipped by concurrent claimers (PostgreSQL); the CTE is
+  // MATERIALIZED so the planner cannot fold it into the UPDATE and lock more than n rows.
+  const auto r =
+      pg() ? db_->exec(std::string("WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = "
+                                   "'queued' AND task = ANY(string_to_array($1, ',')) ORDER BY "
+                                   "priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                                   "UPDATE jobs SET state = 'running', owner = $3, attempts = "
+                                   "jobs.attempts + 1, started_ms = $4 FROM c WHERE jobs.id = "
+                                   "c.id RETURNING ") +
+                           jobs_columns,
+                       {std::string_view(task_list), n, std::string_view(me), at})
+           : db_->exec(std::string("UPDATE jobs SET state = 'running', owner = $3, attempts = "
+                                   "attempts + 1, started_ms = $4 WHERE id IN (SELECT id FROM "
+                                   "jobs WHERE state = 'queued' AND instr(',' || $1 || ',', ',' "
+                                   "|| task || ',') > 0 ORDER BY priority DESC, id LIMIT $2) "
+                                   "RETURNING ") +
+                           job_columns,
+                       {std::string_view(task_list), n, std::string_view(me), at});
+  std::vector<job> claimed;
+  for (std::size_t i = 0; i < r.size(); ++i) claimed.push_back(job_from_row(r, i));
+  std::sort(claimed.begin(), claimed.end(), [](const job& a, const job& b) {
+    return a.priority != b.priority ? a.priority > b.priority : a.id < b.id;
+  });
+  std::vector<job_change> out;
+  for (auto& j : claimed) {
+    const std::int64_t seq = append_event(j, at);
+    out.push_back({seq, std::move(j)});
   }
-  const std::int64_t seq = append_event(id, state, at);
-  auto after = read_job(id);
-  tx.commit();
-  return {seq, std::move(after)};
+  sp.commit();
+  return out;
 }
 
-auto store::requeue(std::int64_t id) -> job_change {
-  return change(id, job_state::queued);
+auto store::finish(const job& running, job_state state, const std::string& result,
+                   const std::string& error) -> std::optional<job_change> {
+  return change_one(
+      std::string(
+          "UPDATE jobs SET state = $1, result = $2, error = $3, finished_ms = $4 WHERE "
+          "id = $5 AND owner IS NOT DISTINCT FROM $6 AND attempts = $7 AND state = 'running' "
+          "RETURNING ") +
+          job_columns,
+      {to_string(state), std::string_view(result), std::string_view(error), now_ms(), running.id,
+       owner_param(running.owner), running.attempts});
 }
 
-auto store::change(std::int64_t id, job_state state) -> job_change {
-  transaction tx(db_);
-  const std::int64_t at = now_ms();
-  statement(db_, "UPDATE jobs SET state = ? WHERE id = ?")
-      .bind(1, to_string(state))
-      .bind(2, id)
-      .run();
-  const std::int64_t seq = append_event(id, state, at);
-  auto after = read_job(id);
-  tx.commit();
-  return {seq, std::move(after)};
+auto store::requeue(const job& running) -> std::optional<job_change> {
+  auto c = change_one(std::string("UPDATE jobs SET state = 'queued' WHERE id = $1 AND owner IS NOT "
+                                  "DISTINCT FROM $2 AND attempts = $3 AND state = 'running' "
+                                  "RETURNING ") +
+                          job_columns,
+                      {running.id, owner_param(running.owner), running.attempts});
+  if (c) notify("procpool_jobs", c->after.task);
+  return c;
+}
+
+auto store::cancel_queued(std::int64_t id, const std::string& me) -> std::optional<job_change> {
+  return change_one(
+      std::string("UPDATE jobs SET state = 'cancelled', error = $1, finished_ms = $2, owner = $3 "
+                  "WHERE id = $4 AND state = 'queued' RETURNING ") +
+          job_columns,
+      {R"({"type":"cancelled","message":"cancelled by a DELETE request before it ran"})", now_ms(),
+       std::string_view(me), id});
+}
+
+auto store::request_cancel(std::int64_t id) -> std::optional<std::string> {
+  const auto r = db_->exec(
+      "UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running' RETURNING owner",
+      {id});
+  if (r.empty()) return std::nullopt;
+  notify("procpool_control", r.text(0, 0) + " " + std::to_string(id));
+  return r.text(0, 0);
+}
+
+auto store::cancel_requests(const std::string& me) -> std::vector<std::int64_t> {
+  const auto r = db_->exec(
+      "SELECT id FROM jobs WHERE owner = $1 AND state = 'running' AND cancel_requested = 1",
+      {std::string_view(me)});
+  std::vector<std::int64_t> ids;
+  for (std::size_t i = 0; i < r.size(); ++i) ids.push_back(r.integer(i, 0));
+  return ids;
 }
 
 void store::set_notification(std::int64_t id, notification_state state) {
-  statement(db_, "UPDATE jobs SET notification = ? WHERE id = ?")
-      .bind(1, to_string(state))
-      .bind(2, id)
-      .run();
+  db_->exec("UPDATE jobs SET notification = $1 WHERE id = $2", {to_string(state), id});
 }
-
-namespace {
-
-// A row whose job columns start at `first` (after columns of another purpose).
-template <class Statement>
-struct shifted_row {
-  Statement& st;
-  int first;
-  auto integer(int col) -> std::int64_t { return st.integer(first + col); }
-  auto text(int col) -> std::string { return st.text(first + col); }
-};
-template <class Statement>
-shifted_row(Statement&, int) -> shifted_row<Statement>;
-
-template <class Statement>
-auto job_from_row(Statement& st) -> job {
-  job j;
-  j.id = st.integer(0);
-  j.task = st.text(1);
-  j.input = st.text(2);
-  j.timeout_ms = st.integer(3);
-  j.notify_url = st.text(4);
-  j.state = parse_job_state(st.text(5)).value_or(job_state::failed);
-  j.result = st.text(6);
-  j.error = st.text(7);
-  j.attempts = st.integer(8);
-  j.created_ms = st.integer(9);
-  j.started_ms = st.integer(10);
-  j.finished_ms = st.integer(11);
-  const std::string n = st.text(12);
-  j.notification = n == "pending"     ? notification_state::pending
-                   : n == "delivered" ? notification_state::delivered
-                   : n == "failed"    ? notification_state::failed
-                                      : notification_state::none;
-  return j;
-}
-
-}  // namespace
 
 auto store::get(std::int64_t id) -> std::optional<job> {
-  statement st(db_, (std::string("SELECT ") + job_columns + " FROM jobs WHERE id = ?").c_str());
-  st.bind(1, id);
-  if (!st.step()) return std::nullopt;
-  return job_from_row(st);
+  const auto r = db_->exec(std::string("SELECT ") + job_columns + " FROM jobs WHERE id = $1", {id});
+  if (r.empty()) return std::nullopt;
+  return job_from_row(r, 0);
 }
 
 auto store::list(std::optional<job_state> state, std::int64_t limit, std::int64_t before_id)
     -> std::vector<job> {
-  std::string sql = std::string("SELECT ") + job_columns + " FROM jobs WHERE id < ?";
-  if (state) sql += " AND state = ?";
-  sql += " ORDER BY id DESC LIMIT ?";
-  statement st(db_, sql.c_str());
-  int i = 1;
-  st.bind(i++, before_id > 0 ? before_id : INT64_MAX);
-  if (state) st.bind(i++, to_string(*state));
-  st.bind(i, limit);
+  const std::int64_t before = before_id > 0 ? before_id : INT64_MAX;
+  const auto r =
+      state ? db_->exec(std::string("SELECT ") + job_columns +
+                            " FROM jobs WHERE id < $1 AND state = $2 ORDER BY id DESC LIMIT $3",
+                        {before, to_string(*state), limit})
+            : db_->exec(std::string("SELECT ") + job_columns +
+                            " FROM jobs WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                        {before, limit});
   std::vector<job> out;
-  while (st.step()) out.push_back(job_from_row(st));
+  for (std::size_t i = 0; i < r.size(); ++i) out.push_back(job_from_row(r, i));
   return out;
 }
 
-auto store::latest_changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change> {
-  statement st(db_, (std::string("SELECT latest.seq, ") + job_columns +
-                     " FROM (SELECT job_id, max(seq) AS seq FROM job_events WHERE seq > ? "
-                     "GROUP BY job_id) AS latest JOIN jobs ON jobs.id = latest.job_id "
-                     "ORDER BY latest.seq LIMIT ?")
-                        .c_str());
-  st.bind(1, seq).bind(2, limit);
+auto store::changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change> {
+  // The job's fixed fields from jobs, its changing ones from the change log row; the result and
+  // error are set once, by the final change.
+  const auto r = db_->exec(
+      "SELECT e.seq, e.job_id, jobs.task, jobs.input, jobs.timeout_ms, jobs.notify_url, e.state, "
+      "jobs.result, jobs.error, e.attempts, jobs.created_ms, e.started_ms, e.finished_ms, "
+      "e.notification, jobs.priority, e.owner FROM job_events e JOIN jobs ON jobs.id = e.job_id "
+      "WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+      {seq, limit});
   std::vector<job_change> out;
-  while (st.step()) {
-    shifted_row row{st, 1};
-    out.push_back({st.integer(0), job_from_row(row)});
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    job j = job_from_row(r, i, 1);
+    if (!is_final(j.state)) j.result.clear(), j.error.clear();
+    out.push_back({r.integer(i, 0), std::move(j)});
   }
   return out;
 }
 
-auto store::delete_ended_before(std::int64_t cutoff_ms) -> std::int64_t {
-  transaction tx(db_);
+auto store::last_seq() -> std::int64_t {
+  return db_->exec("SELECT coalesce(max(seq), 0) FROM job_events", {}).integer(0, 0);
+}
+
+auto store::delete_ended_before(std::int64_t cutoff_ms, std::int64_t batch) -> std::int64_t {
+  savepoint sp(*db_);
   constexpr const char* ended =
-      "SELECT id FROM jobs WHERE finished_ms > 0 AND finished_ms < ? AND notification != "
-      "'pending' AND state NOT IN ('queued', 'running')";
-  statement(db_, (std::string("DELETE FROM job_events WHERE job_id IN (") + ended + ")").c_str())
-      .bind(1, cutoff_ms)
-      .run();
-  statement(db_, (std::string("DELETE FROM jobs WHERE id IN (") + ended + ")").c_str())
-      .bind(1, cutoff_ms)
-      .run();
-  const std::int64_t deleted = sqlite3_changes(db_);
-  tx.commit();
+      "SELECT id FROM jobs WHERE finished_ms > 0 AND finished_ms < $1 AND notification <> "
+      "'pending' AND state NOT IN ('queued', 'running') ORDER BY finished_ms, id LIMIT $2";
+  db_->exec(std::string("DELETE FROM job_events WHERE job_id IN (") + ended + ")",
+            {cutoff_ms, batch});
+  const std::int64_t deleted =
+      db_->exec(std::string("DELETE FROM jobs WHERE id IN (") + ended + ")", {cutoff_ms, batch})
+          .affected;
+  sp.commit();
   return deleted;
 }
 
 auto store::count_by_state() -> std::array<std::int64_t, 6> {
   std::array<std::int64_t, 6> counts{};
-  statement st(db_, "SELECT state, count(*) FROM jobs GROUP BY state");
-  while (st.step()) {
-    if (auto s = parse_job_state(st.text(0)))
-      counts.at(static_cast<std::size_t>(*s)) = st.integer(1);
-  }
-  return counts;
-}
-
-auto store::recover(std::int64_t max_attempts) -> recovery {
-  recovery r;
-  std::vector<std::pair<std::int64_t, std::int64_t>> running;
-  {
-    statement st(db_, "SELECT id, attempts FROM jobs WHERE state = 'running' ORDER BY id");
-    while (st.step()) running.emplace_back(st.integer(0), st.integer(1));
-  }
-  for (auto [id, attempts] : running) {
-    if (attempts >= max_attempts) {
-      finish(id, job_state::failed, "",
-             R"({"type":"interrupted","message":"the service stopped while this job ran, )" +
-                 std::to_string(attempts) + R"( times; not retried again"})");
-      ++r.abandoned;
-    } else {
-      requeue(id);
-      ++r.interrupted;
+  const auto r = db_->exec("SELECT state, count(*) FROM jobs GROUP BY state", {});
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    if (auto s = parse_job_state(r.text(i, 0))) {
+      counts.at(static_cast<std::size_t>(*s)) = r.integer(i, 1);
     }
   }
-  {
-    statement st(db_, (std::string("SELECT ") + job_columns +
-                       " FROM jobs WHERE state = 'queued' ORDER BY id")
-                          .c_str());
-    while (st.step()) r.queued.push_back(job_from_row(st));
-  }
-  {
-    statement st(db_, (std::string("SELECT ") + job_columns +
-                       " FROM jobs WHERE notification = 'pending' AND state NOT IN "
-                       "('queued', 'running') ORDER BY id")
-                          .c_str());
-    while (st.step()) r.to_notify.push_back(job_from_row(st));
-  }
-  return r;
+  return counts;
 }
 
 }  // namespace service

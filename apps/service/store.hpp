@@ -1,15 +1,17 @@
-// procpool-service - jobs in SQLite. Blocking: used only from the service's database thread.
+// procpool-service - jobs, their change log and the instances that run them, in SQLite or
+// PostgreSQL. Blocking: used only from the service's database thread.
 #pragma once
-
-#include <sqlite3.h>
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "job.hpp"
+#include "sql.hpp"
 
 namespace service {
 
@@ -20,71 +22,129 @@ struct job_change {
   job after;
 };
 
-/// What start-up found in the database.
-struct recovery {
-  std::vector<job> queued;       ///< to run, in id order (including ones interrupted while running)
-  std::vector<job> to_notify;    ///< final jobs whose webhook was not delivered yet
-  std::int64_t interrupted = 0;  ///< jobs that were running when the service stopped: re-queued
-  std::int64_t abandoned = 0;    ///< interrupted too often (max_attempts): marked failed
+/// One procpool-service process sharing the database.
+struct instance_info {
+  std::string id;  ///< host-pid-random: unique per process start
+  std::string host;
+  std::int64_t pid = 0;
+  std::string address;  ///< where its HTTP API listens
+  std::int64_t workers = 0;
+  std::string tasks;  ///< the tasks it runs (and so claims), comma-separated
+  std::int64_t started_ms = 0;
+  std::int64_t heartbeat_age_ms = 0;  ///< read: by the database's clock
+  std::int64_t running = 0;           ///< read: jobs it runs now
 };
 
-/// The job table, the append-only change log (job_events), and the service's identity. Every
-/// method commits before it returns (unless inside a batch, see begin_batch); with `full_sync`, the
-/// commit has reached the disk (SQLite synchronous=FULL), otherwise it survives a crash of the
-/// process but perhaps not of the machine. Throws std::runtime_error naming SQLite's error.
+/// What one rescue did.
+struct rescue_report {
+  std::int64_t dead_instances = 0;  ///< instance rows removed
+  std::int64_t requeued = 0;        ///< running jobs of dead instances, back in the queue
+  std::int64_t failed = 0;          ///< of those, interrupted max_attempts times: failed
+  std::vector<job> webhooks;        ///< final jobs with a pending webhook, now ours to deliver
+  std::vector<job_change> changes;  ///< the jobs' changes (for logs and tests)
+};
+
+/// Admission limits, checked in the same transaction as the insert.
+struct admission_limits {
+  std::int64_t max_active_jobs = 0;         ///< queued + running, in the whole database
+  std::int64_t max_active_input_bytes = 0;  ///< their input, in the whole database
+};
+
+/// The job table, the append-only change log (job_events), the instance table and the service's
+/// identity, over one SQL connection (sql.hpp). The schema is migrated when the store opens.
+///
+/// Every change runs in a savepoint of the current batch (begin_batch .. commit_batch), so it can
+/// fail alone. With PostgreSQL a writing batch first takes one transaction-level advisory lock, so
+/// writing transactions of all instances commit one after another: change sequence numbers are
+/// then in commit order, and a reader that has seen change n has seen every change before it
+/// (what makes /events lossless across instances). Throws sql_error.
 class store {
  public:
-  store(const std::string& path, bool full_sync);
-  ~store();
+  /// `notify`: PostgreSQL only; NOTIFY other instances of new jobs, changes and cancels.
+  store(std::unique_ptr<sql_connection> connection, bool notify);
   store(const store&) = delete;
   auto operator=(const store&) -> store& = delete;
 
+  [[nodiscard]] auto dialect() const -> sql_dialect { return db_->dialect(); }
   /// A random id made when the database was created; part of every webhook's idempotency key.
   [[nodiscard]] auto service_id() const -> const std::string& { return service_id_; }
 
-  /// Stores a new queued job (its id and created time are assigned here).
-  auto insert(job j) -> job_change;
-  /// queued -> running; counts an attempt.
-  auto start(std::int64_t id) -> job_change;
-  /// running or queued -> a final state.
-  auto finish(std::int64_t id, job_state state, const std::string& result, const std::string& error)
-      -> job_change;
-  /// running -> queued: the service stopped before the job ended; it runs again at next start.
-  auto requeue(std::int64_t id) -> job_change;
+  /// A batch: one transaction (and one sync to disk) for many changes. `writes`: the batch may
+  /// change something (PostgreSQL then takes the write lock).
+  void begin_batch(bool writes);
+  /// Sends the batch's notifications and commits; throws (the batch is rolled back) on failure.
+  void commit_batch();
+  void rollback_batch();
+  /// True (once) if the last committed batch appended to the change log.
+  auto take_events_appended() -> bool;
+
+  // --- instances ---
+  /// Registers (or re-registers) an instance, heartbeat now.
+  void join(const instance_info& me);
+  /// Renews the heartbeat; false if the row is gone (another instance declared this one dead).
+  auto heartbeat(const std::string& id) -> bool;
+  /// Removes the instance's row (a clean stop: nothing of it needs rescuing but its webhooks).
+  void leave(const std::string& id);
+  auto instances() -> std::vector<instance_info>;
+  /// Declares dead the instances whose heartbeat is older than `dead_after_ms` (by the database's
+  /// clock; negative: every instance but `me`), and takes over what they held: their running jobs
+  /// go back to the queue (or fail as interrupted once they have been started `max_attempts`
+  /// times) and their pending webhooks become `me`'s. Jobs whose owner has no row are orphans and
+  /// are rescued the same way. PostgreSQL: skipped (empty report) while another instance rescues.
+  auto rescue(const std::string& me, std::int64_t dead_after_ms, std::int64_t max_attempts)
+      -> rescue_report;
+
+  // --- jobs ---
+  /// Stores a new queued job (id and created time assigned here); nullopt if `limits` are
+  /// reached (nothing stored).
+  auto insert(job j, const admission_limits& limits) -> std::optional<job_change>;
+  /// Claims up to `n` queued jobs of `tasks` for `me`, highest priority first, then oldest:
+  /// running, attempts + 1, owner = me. Concurrent claimers never get the same job (PostgreSQL:
+  /// FOR UPDATE SKIP LOCKED).
+  auto claim(const std::string& me, const std::vector<std::string>& tasks, std::int64_t n)
+      -> std::vector<job_change>;
+  /// Ends a job `running` claimed: only if it is still running under the same owner and attempt
+  /// (fenced). nullopt: the job was taken away (rescued and perhaps run elsewhere); nothing is
+  /// changed and nobody must hear of this result.
+  auto finish(const job& running, job_state state, const std::string& result,
+              const std::string& error) -> std::optional<job_change>;
+  /// Puts a job `running` claimed back in the queue (fenced like finish).
+  auto requeue(const job& running) -> std::optional<job_change>;
+  /// Cancels a queued job (it never runs); nullopt if it is not queued.
+  auto cancel_queued(std::int64_t id, const std::string& me) -> std::optional<job_change>;
+  /// Marks a running job for cancellation; returns its owner (nullopt if it is not running).
+  auto request_cancel(std::int64_t id) -> std::optional<std::string>;
+  /// `me`'s running jobs marked for cancellation.
+  auto cancel_requests(const std::string& me) -> std::vector<std::int64_t>;
   void set_notification(std::int64_t id, notification_state state);
 
   auto get(std::int64_t id) -> std::optional<job>;
   /// Newest first; `state` filters, `before_id` pages (0: from the newest).
   auto list(std::optional<job_state> state, std::int64_t limit, std::int64_t before_id)
       -> std::vector<job>;
-  /// For each job changed after change `seq`, its latest change (the job as it is now), in
-  /// sequence order; at most `limit`.
-  auto latest_changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change>;
-  /// Deletes jobs that ended before `cutoff_ms` and whose webhook is not pending, with their
-  /// change log; returns how many.
-  auto delete_ended_before(std::int64_t cutoff_ms) -> std::int64_t;
+  /// The changes after change `seq`, in sequence order, each with the job as it was then; at
+  /// most `limit`.
+  auto changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change>;
+  /// The newest change's sequence number (0 if none).
+  auto last_seq() -> std::int64_t;
+  /// Deletes up to `batch` jobs that ended before `cutoff_ms` and whose webhook is not pending,
+  /// with their change log; returns how many.
+  auto delete_ended_before(std::int64_t cutoff_ms, std::int64_t batch) -> std::int64_t;
   /// Jobs per state, indexed by job_state.
   auto count_by_state() -> std::array<std::int64_t, 6>;
 
-  /// Group commit: the changes made between these two calls are committed together, in one
-  /// transaction and one sync to disk. commit_batch throws (and rolls them all back) if the commit
-  /// fails; a change that failed on its own inside the batch was already undone alone.
-  void begin_batch();
-  void commit_batch();
-
-  /// Start-up: jobs left running by a stopped service go back to the queue (or, after
-  /// `max_attempts` starts, fail as "interrupted"); returns what must run and be notified.
-  auto recover(std::int64_t max_attempts) -> recovery;
-
  private:
-  class statement;
-  void exec(const char* sql);
-  auto change(std::int64_t id, job_state state) -> job_change;
-  auto read_job(std::int64_t id) -> job;
-  /// Appends a change to job_events; returns its sequence number.
-  auto append_event(std::int64_t id, job_state state, std::int64_t at) -> std::int64_t;
-  sqlite3* db_ = nullptr;
+  auto change_one(std::string_view sql, std::initializer_list<sql_param> params)
+      -> std::optional<job_change>;
+  auto append_event(const job& after, std::int64_t at_ms) -> std::int64_t;
+  void notify(std::string channel, std::string payload);
+  [[nodiscard]] auto pg() const -> bool { return dialect() == sql_dialect::postgres; }
+
+  std::unique_ptr<sql_connection> db_;
+  bool notify_ = false;
   std::string service_id_;
+  std::vector<std::pair<std::string, std::string>> notifications_;
+  bool events_in_batch_ = false, events_committed_ = false;
 };
 
 }  // namespace service
