@@ -298,7 +298,6 @@ void pg_listener::run() {
         session s(*this);
         if (s.open()) {
           if (failing) std::fprintf(stderr, "postgresql listener: listening again\n");
-          failing = false;
           backoff = options_.first_backoff;
           post_state(true);
           s.serve();

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,9 +21,11 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -30,6 +34,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "pg_server.hpp"
 
 extern char** environ;
 
@@ -91,9 +97,12 @@ inline auto raw(std::uint16_t port, const std::string& bytes) -> std::string {
 /// procpool-service running as a child process, on a free port, with its own database file.
 class service_process {
  public:
-  explicit service_process(std::string db, std::vector<std::string> flags = {})
+  /// Starts the service and waits until it serves; with `wait` false, call wait_ready() (so
+  /// that several instances can start at the same moment).
+  explicit service_process(std::string db, std::vector<std::string> flags = {}, bool wait = true)
       : db_(std::move(db)), flags_(std::move(flags)) {
-    start();
+    spawn();
+    if (wait) wait_ready();
   }
   ~service_process() {
     if (pid_ > 0) {
@@ -138,6 +147,9 @@ class service_process {
     }
   }
 
+  /// Sends `sig` (SIGSTOP, SIGCONT...) without waiting for anything.
+  void signal(int sig) { ::kill(pid_, sig); }
+
   /// Sends `sig` and returns the exit status (or 128 + signal).
   auto stop(int sig) -> int {
     ::kill(pid_, sig);
@@ -161,10 +173,33 @@ class service_process {
   [[nodiscard]] auto rest_of_output() const -> const std::string& { return rest_; }
 
   /// Starts again on the same database (after stop()).
-  void restart() { start(); }
+  void restart() {
+    spawn();
+    wait_ready();
+  }
+
+  /// Reads the service's stdout until it says it serves; throws if it exits first.
+  void wait_ready() {
+    banner_.clear();
+    // The service prints "listening on http://127.0.0.1:PORT" once it serves.
+    const std::string marker = "listening on http://127.0.0.1:";
+    char c;
+    while (banner_.find(marker) == std::string::npos || banner_.back() != '\n') {
+      if (::read(out_, &c, 1) != 1) throw std::runtime_error("service exited: " + banner_);
+      banner_ += c;
+    }
+    port_ =
+        static_cast<std::uint16_t>(std::stoi(banner_.substr(banner_.find(marker) + marker.size())));
+    const auto id_at = banner_.find("(instance ");
+    if (id_at != std::string::npos) {
+      instance_ = banner_.substr(id_at + 10, banner_.find(',', id_at) - id_at - 10);
+    }
+  }
+  /// The instance id the service printed in its banner.
+  [[nodiscard]] auto instance() const -> const std::string& { return instance_; }
 
  private:
-  void start() {
+  void spawn() {
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
     std::vector<std::string> args = {PROCPOOL_SERVICE_BINARY, "--port", "0", "--db", db_};
@@ -183,16 +218,6 @@ class service_process {
     ::close(pipe_fds[1]);
     if (rc != 0) throw std::runtime_error("cannot start " + args[0]);
     out_ = pipe_fds[0];
-    banner_.clear();
-    // The service prints "listening on http://127.0.0.1:PORT" once it serves.
-    const std::string marker = "listening on http://127.0.0.1:";
-    char c;
-    while (banner_.find(marker) == std::string::npos || banner_.back() != ' ') {
-      if (::read(out_, &c, 1) != 1) throw std::runtime_error("service exited: " + banner_);
-      banner_ += c;
-    }
-    port_ =
-        static_cast<std::uint16_t>(std::stoi(banner_.substr(banner_.find(marker) + marker.size())));
   }
 
   std::string db_;
@@ -200,7 +225,7 @@ class service_process {
   pid_t pid_ = -1;
   int out_ = -1;
   std::uint16_t port_ = 0;
-  std::string banner_, rest_;
+  std::string banner_, rest_, instance_;
 };
 
 /// A webhook receiver on a thread: records every POST; answers `fail_first` attempts per
@@ -245,6 +270,18 @@ class webhook_receiver {
     std::lock_guard lock(mutex_);
     return deliveries_;
   }
+  /// While refusing, every attempt gets 503 (and is not recorded as a delivery).
+  void set_refusing(bool refusing) {
+    std::lock_guard lock(mutex_);
+    refusing_ = refusing;
+  }
+  /// Attempts made so far (refused ones included).
+  auto attempts() -> int {
+    std::lock_guard lock(mutex_);
+    int n = 0;
+    for (const auto& [key, count] : attempts_) n += count;
+    return n;
+  }
 
  private:
   void serve() {
@@ -261,7 +298,7 @@ class webhook_receiver {
       bool fail = false;
       {
         std::lock_guard lock(mutex_);
-        fail = attempts_[key]++ < fail_first_;
+        fail = attempts_[key]++ < fail_first_ || refusing_;
         boost::system::error_code jec;
         json::value v = json::parse(req.body(), jec);
         if (!fail && !jec && v.is_object()) {
@@ -286,6 +323,7 @@ class webhook_receiver {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::map<std::string, int> attempts_;
+  bool refusing_ = false;
   std::vector<delivery> deliveries_;
   std::thread thread_;
 };
@@ -352,14 +390,98 @@ class event_reader {
   std::thread thread_;
 };
 
-/// A fresh database path for one test.
+/// The database backend the service tests run against: SQLite files (the default) or, with
+/// PROCPOOL_TEST_DB=postgres, databases in a PostgreSQL server this test program starts.
+inline auto testing_postgres() -> bool {
+  const char* backend = std::getenv("PROCPOOL_TEST_DB");
+  return backend != nullptr && std::string_view(backend) == "postgres";
+}
+
+/// This test program's PostgreSQL server: started at first use, stopped at exit.
+inline auto shared_pg() -> pg_server& {
+  static pg_server server;
+  return server;
+}
+
+/// The URL of database `name` on `server` (the server's URL names the postgres database).
+inline auto pg_database_url(const pg_server& server, const std::string& name) -> std::string {
+  const std::string url = server.url();
+  return url.substr(0, url.rfind('/') + 1) + name;
+}
+
+/// A new, empty PostgreSQL database on this program's server; returns its URL.
+inline auto fresh_pg_db(const std::string& name) -> std::string {
+  std::string db_name = name;
+  for (char& c : db_name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  shared_pg().psql("DROP DATABASE IF EXISTS " + db_name + " WITH (FORCE)");
+  shared_pg().psql("CREATE DATABASE " + db_name);
+  return pg_database_url(shared_pg(), db_name);
+}
+
+/// A fresh database for one test: a new SQLite file, or a new PostgreSQL database.
 inline auto fresh_db(const std::string& name) -> std::string {
+  if (testing_postgres()) return fresh_pg_db(name);
   const auto dir = std::filesystem::temp_directory_path() /
                    ("procpool-service-test-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const auto path = dir / (name + ".db");
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
+  for (const char* suffix : {"", "-wal", "-shm", ".lock"}) {
+    std::filesystem::remove(path.string() + suffix);
+  }
   return path.string();
+}
+
+/// Rows of a query on the service's database, read while the service may run (SQLite: WAL).
+/// Fields as text; NULL as "".
+inline auto query(const std::string& db, const std::string& sql)
+    -> std::vector<std::vector<std::string>> {
+  std::vector<std::vector<std::string>> rows;
+  if (db.starts_with("postgresql://")) {
+    PGconn* conn = PQconnectdb(db.c_str());
+    if (PQstatus(conn) != CONNECTION_OK) {
+      const std::string msg = PQerrorMessage(conn);
+      PQfinish(conn);
+      throw std::runtime_error("cannot connect to " + db + ": " + msg);
+    }
+    PGresult* res = PQexec(conn, sql.c_str());
+    const auto status = PQresultStatus(res);
+    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+      const std::string msg = PQresultErrorMessage(res);
+      PQclear(res);
+      PQfinish(conn);
+      throw std::runtime_error(sql + ": " + msg);
+    }
+    for (int r = 0; r < PQntuples(res); ++r) {
+      std::vector<std::string> row;
+      for (int c = 0; c < PQnfields(res); ++c) row.emplace_back(PQgetvalue(res, r, c));
+      rows.push_back(std::move(row));
+    }
+    PQclear(res);
+    PQfinish(conn);
+    return rows;
+  }
+  sqlite3* h = nullptr;
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    throw std::runtime_error("cannot open " + db);
+  }
+  sqlite3_busy_timeout(h, 5000);
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    const std::string msg = sqlite3_errmsg(h);
+    sqlite3_close(h);
+    throw std::runtime_error(msg);
+  }
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    std::vector<std::string> row;
+    for (int i = 0; i < sqlite3_column_count(st); ++i) {
+      const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
+      row.emplace_back(t ? t : "");
+    }
+    rows.push_back(std::move(row));
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(h);
+  return rows;
 }
 
 }  // namespace service_test

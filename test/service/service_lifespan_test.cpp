@@ -1,7 +1,6 @@
 // End-to-end tests of procpool-service's lifespan: drain on SIGTERM, recovery after kill -9,
 // webhooks delivered at least once with one idempotency key.
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include <atomic>
 #include <set>
@@ -14,33 +13,6 @@ namespace {
 
 auto str(const json::value& v) -> std::string {
   return std::string(v.as_string());
-}
-
-// Rows of a query on the service's database file (read while the service may run: WAL).
-auto query(const std::string& db, const std::string& sql) -> std::vector<std::vector<std::string>> {
-  sqlite3* h = nullptr;
-  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-    throw std::runtime_error("cannot open " + db);
-  }
-  sqlite3_busy_timeout(h, 5000);
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
-    const std::string msg = sqlite3_errmsg(h);
-    sqlite3_close(h);
-    throw std::runtime_error(msg);
-  }
-  std::vector<std::vector<std::string>> rows;
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    std::vector<std::string> row;
-    for (int i = 0; i < sqlite3_column_count(st); ++i) {
-      const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
-      row.emplace_back(t ? t : "");
-    }
-    rows.push_back(std::move(row));
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(h);
-  return rows;
 }
 
 // Polls the job until its webhook reached `state` (written just after the receiver answers).
