@@ -206,6 +206,11 @@ class service_process {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     args.insert(args.end(), {"--memory-limit-mb", "0"});  // sanitizers reserve huge address ranges
 #endif
+    if (db_.starts_with("postgresql://")) {
+      // A killed instance is found dead after --dead-after-ms (30 s by default): tests that kill
+      // one would wait that long for its jobs. Tests that set their own timings come after.
+      args.insert(args.end(), {"--heartbeat-ms", "200", "--dead-after-ms", "2000"});
+    }
     args.insert(args.end(), flags_.begin(), flags_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -411,7 +416,8 @@ inline auto pg_database_url(const pg_server& server, const std::string& name) ->
 
 /// A new, empty PostgreSQL database on this program's server; returns its URL.
 inline auto fresh_pg_db(const std::string& name) -> std::string {
-  std::string db_name = name;
+  // A prefix keeps names such as "full" from being SQL keywords.
+  std::string db_name = "test_" + name;
   for (char& c : db_name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
   shared_pg().psql("DROP DATABASE IF EXISTS " + db_name + " WITH (FORCE)");
   shared_pg().psql("CREATE DATABASE " + db_name);
