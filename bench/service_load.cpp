@@ -4,7 +4,11 @@
 // `name: value unit` lines.
 //
 // Usage: service_load [--clients 16] [--seconds 10] [--sync full|normal] [--workers 2]
-//                     [--n 10000] [--prefix service_load]
+//                     [--n 10000] [--task count_primes|sleep] [--ms 0]
+//                     [--db FILE|postgresql://...] [--instances 1] [--prefix service_load]
+//
+// With --instances N (a postgresql:// --db), N services share the database; the clients spread
+// their jobs over them, and /events of the first shows every instance's changes.
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -27,6 +31,8 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -50,6 +56,10 @@ struct options {
   std::string sync = "full";
   int workers = 2;
   int n = 10000;
+  std::string task = "count_primes";
+  int ms = 0;
+  std::string db;
+  int instances = 1;
   std::string prefix = "service_load";
 };
 
@@ -57,8 +67,9 @@ struct results;
 using waiters = std::map<std::int64_t, asio::steady_timer*>;
 
 struct results {
-  std::vector<double> post_ms;  // POST -> 202
-  std::vector<double> e2e_ms;   // POST sent -> final state on /events
+  std::vector<double> post_ms;   // POST -> 202
+  std::vector<double> e2e_ms;    // POST sent -> final state on /events
+  std::vector<double> queue_ms;  // created -> started (the claim), by the database's record
   std::map<std::int64_t, clock_type::time_point> started, ended;
   waiters waiting;  // job id -> its client's timer, cancelled when the job ends
   std::size_t accepted = 0, rejected = 0, errors = 0, completed = 0, not_succeeded = 0;
@@ -70,13 +81,25 @@ auto percentile(std::vector<double> v, double p) -> double {
   return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
+// Milliseconds since the epoch of an RFC 3339 UTC timestamp with milliseconds, as the service
+// writes them ("2026-12-01T13:47:56.840Z").
+auto epoch_ms(const json::value& v) -> double {
+  if (!v.is_string()) return 0;
+  const std::string t(v.as_string());
+  std::tm tm{};
+  if (!strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
+  return static_cast<double>(timegm(&tm)) * 1000.0 + std::atof(t.c_str() + 19) * 1000.0;
+}
+
 auto client(tcp::endpoint at, const options& opt, results& r, clock_type::time_point until)
     -> asio::awaitable<void> {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   co_await stream.async_connect(at, asio::use_awaitable);
   beast::flat_buffer buffer;
   const std::string body =
-      R"({"task": "count_primes", "input": {"n": )" + std::to_string(opt.n) + "}}";
+      opt.task == "sleep"
+          ? R"({"task": "sleep", "input": {"ms": )" + std::to_string(opt.ms) + "}}"
+          : R"({"task": "count_primes", "input": {"n": )" + std::to_string(opt.n) + "}}";
   while (clock_type::now() < until) {
     http::request<http::string_body> req{http::verb::post, "/jobs", 11};
     req.set(http::field::host, "127.0.0.1");
@@ -130,6 +153,8 @@ auto follow(tcp::socket socket, asio::streambuf& buf, results& r) -> asio::await
     if (state == "queued" || state == "running") continue;
     const std::int64_t id = v.at("id").as_int64();
     r.ended[id] = clock_type::now();
+    const double created = epoch_ms(v.at("created_at")), started = epoch_ms(v.at("started_at"));
+    if (created > 0 && started > 0) r.queue_ms.push_back(started - created);
     if (state != "succeeded") ++r.not_succeeded;
     if (auto it = r.waiting.find(id); it != r.waiting.end()) it->second->cancel();
   }
@@ -153,49 +178,67 @@ int main(int argc, char** argv) {
       opt.n = std::stoi(v);
     else if (k == "--prefix")
       opt.prefix = v;
+    else if (k == "--task")
+      opt.task = v;
+    else if (k == "--ms")
+      opt.ms = std::stoi(v);
+    else if (k == "--db")
+      opt.db = v;
+    else if (k == "--instances")
+      opt.instances = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
     }
   }
-  const auto db = std::filesystem::temp_directory_path() /
-                  ("procpool-service-load-" + std::to_string(::getpid()) + ".db");
-  // The service, as a separate process, printing its port.
-  int out[2];
-  if (::pipe(out) != 0) return 1;
-  std::vector<std::string> args = {PROCPOOL_SERVICE_BINARY,
-                                   "--port",
-                                   "0",
-                                   "--db",
-                                   db.string(),
-                                   "--sync",
-                                   opt.sync,
-                                   "--workers",
-                                   std::to_string(opt.workers),
-                                   "--max-active-jobs",
-                                   "100000"};
-  std::vector<char*> cargs;
-  for (auto& a : args) cargs.push_back(a.data());
-  cargs.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&fa, out[0]);
-  pid_t pid = 0;
-  const int spawned = ::posix_spawn(&pid, cargs[0], &fa, nullptr, cargs.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (spawned != 0) return 1;
-  ::close(out[1]);
-  std::string banner;
-  const std::string marker = "listening on http://127.0.0.1:";
-  char c;
-  while (banner.find(marker) == std::string::npos || banner.back() != ' ') {
-    if (::read(out[0], &c, 1) != 1) return 1;
-    banner += c;
+  const bool own_db = opt.db.empty();
+  const std::string db = own_db ? (std::filesystem::temp_directory_path() /
+                                   ("procpool-service-load-" + std::to_string(::getpid()) + ".db"))
+                                      .string()
+                                : opt.db;
+  // The services, as separate processes, each printing its port.
+  std::vector<pid_t> pids;
+  std::vector<tcp::endpoint> ats;
+  for (int i = 0; i < opt.instances; ++i) {
+    int out[2];
+    if (::pipe(out) != 0) return 1;
+    std::vector<std::string> args = {PROCPOOL_SERVICE_BINARY,
+                                     "--port",
+                                     "0",
+                                     "--db",
+                                     db,
+                                     "--sync",
+                                     opt.sync,
+                                     "--workers",
+                                     std::to_string(opt.workers),
+                                     "--max-active-jobs",
+                                     "100000"};
+    std::vector<char*> cargs;
+    for (auto& a : args) cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    pid_t pid = 0;
+    const int spawned = ::posix_spawn(&pid, cargs[0], &fa, nullptr, cargs.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (spawned != 0) return 1;
+    ::close(out[1]);
+    pids.push_back(pid);
+    std::string banner;
+    const std::string marker = "listening on http://127.0.0.1:";
+    char c;
+    while (banner.find(marker) == std::string::npos || banner.back() != ' ') {
+      if (::read(out[0], &c, 1) != 1) return 1;
+      banner += c;
+    }
+    ::close(out[0]);
+    const auto port =
+        static_cast<std::uint16_t>(std::stoi(banner.substr(banner.find(marker) + marker.size())));
+    ats.emplace_back(asio::ip::make_address("127.0.0.1"), port);
   }
-  const auto port =
-      static_cast<std::uint16_t>(std::stoi(banner.substr(banner.find(marker) + marker.size())));
-  const tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port);
+  const tcp::endpoint at = ats.front();
 
   asio::io_context ioc(1);
   results r;
@@ -211,7 +254,8 @@ int main(int argc, char** argv) {
   const auto until = t0 + std::chrono::seconds(opt.seconds);
   int clients_left = opt.clients;
   for (int i = 0; i < opt.clients; ++i) {
-    asio::co_spawn(ioc, client(at, opt, r, until), [&](std::exception_ptr) { --clients_left; });
+    asio::co_spawn(ioc, client(ats[static_cast<std::size_t>(i) % ats.size()], opt, r, until),
+                   [&](std::exception_ptr) { --clients_left; });
   }
   // After the load: wait (bounded) for every accepted job to end, then stop.
   asio::co_spawn(
@@ -235,10 +279,18 @@ int main(int argc, char** argv) {
       ++r.completed;
     }
   }
-  ::kill(pid, SIGTERM);
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db.string() + suffix);
+  for (const pid_t pid : pids) ::kill(pid, SIGTERM);
+  for (const pid_t pid : pids) {
+    int one = 0;
+    ::waitpid(pid, &one, 0);
+    if (status == 0) status = one;
+  }
+  if (own_db) {
+    for (const char* suffix : {"", "-wal", "-shm", ".lock"}) {
+      std::filesystem::remove(db + suffix);
+    }
+  }
 
   const double all_s = std::chrono::duration<double>(t_done - t0).count();
   const auto& p = opt.prefix;
@@ -248,6 +300,8 @@ int main(int argc, char** argv) {
   std::printf("%s_post_p99: %.2f ms\n", p.c_str(), percentile(r.post_ms, 0.99));
   std::printf("%s_job_p50: %.2f ms\n", p.c_str(), percentile(r.e2e_ms, 0.50));
   std::printf("%s_job_p99: %.2f ms\n", p.c_str(), percentile(r.e2e_ms, 0.99));
+  std::printf("%s_queue_p50: %.2f ms\n", p.c_str(), percentile(r.queue_ms, 0.50));
+  std::printf("%s_queue_p99: %.2f ms\n", p.c_str(), percentile(r.queue_ms, 0.99));
   std::printf("%s_jobs: %zu jobs\n", p.c_str(), r.accepted);
   std::printf("%s_unfinished: %zu jobs\n", p.c_str(), r.started.size() - r.completed);
   std::printf("%s_not_succeeded: %zu jobs\n", p.c_str(), r.not_succeeded);

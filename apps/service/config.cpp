@@ -95,6 +95,12 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) {
          c.retain_ended_s = number<std::int64_t>("retain-ended-s", v, 1, 100LL * 365 * 24 * 3600);
        }},
+      {"prefetch",
+       "jobs claimed beyond the free workers, so a worker starts its next job without waiting for "
+       "the database; -1 = as many as workers, 0 = claim only for free workers (-1)",
+       [](config& c, const std::string& v) {
+         c.prefetch = number<std::int64_t>("prefetch", v, -1, 100'000);
+       }},
       {"heartbeat-ms", "how often the instance writes its heartbeat and tries a rescue (5000)",
        [](config& c, const std::string& v) {
          c.heartbeat_ms = number<std::int64_t>("heartbeat-ms", v, 10, 600'000);

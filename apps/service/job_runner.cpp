@@ -105,7 +105,8 @@ auto job_runner::claimer() -> asio::awaitable<void> {
     if (poll_due) {
       next_poll = now + (listening_ ? options_.poll : options_.poll_without_notify);
     }
-    const std::size_t free = options_.slots > executing_ ? options_.slots - executing_ : 0;
+    const std::size_t capacity = options_.slots + options_.prefetch;
+    const std::size_t free = capacity > executing_ ? capacity - executing_ : 0;
     if (!fenced_ && free > 0 && (woken_ || poll_due)) {
       woken_ = false;
       co_await claim_once(free);
@@ -268,7 +269,7 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
                                                   std::to_string(j.timeout_ms) +
                                                   " ms); the worker running it was killed"},
                                   {"timeout_ms", j.timeout_ms}})};
-  } catch (const procpool::cancelled& e) {
+  } catch (const procpool::cancelled&) {
     if (a.stop_requested) co_return outcome{job_state::queued, "", "", true};
     co_return outcome{
         job_state::cancelled, "",
@@ -353,6 +354,13 @@ void job_runner::unfence() {
 auto job_runner::drain(std::chrono::steady_clock::time_point deadline) -> asio::awaitable<bool> {
   stopping_ = true;
   wake_.cancel();
+  // Claimed jobs still waiting in the pool's queue go back to the database's queue now (a partial
+  // cancellation removes a queued task and leaves a running one alone); running ones may finish.
+  for (auto& [id, a] : active_) {
+    if (!a.executing) continue;
+    a.stop_requested = true;
+    a.kill.emit(asio::cancellation_type::partial);
+  }
   while ((executing_ > 0 || claimer_alive_) && std::chrono::steady_clock::now() < deadline) {
     idle_.expires_at(deadline);
     boost::system::error_code ec;

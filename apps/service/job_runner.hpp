@@ -24,9 +24,13 @@ namespace service {
 struct runner_options {
   /// The instance's id: the owner of the jobs it claims.
   std::string instance_id;
-  /// Jobs run at once; the service sets it to the pool's worker count, so a job is `running`
-  /// exactly while a worker has it.
+  /// Jobs run at once; the service sets it to the pool's worker count.
   std::size_t slots = 1;
+  /// Jobs claimed beyond the free slots, waiting in the pool's queue for the next free worker: a
+  /// worker that ends a task starts the next at once instead of after a claim's round trip to the
+  /// database. They count as `running` (claimed by this instance) and are rescued with it. 0: claim
+  /// only for free workers.
+  std::size_t prefetch = 0;
   /// The tasks this instance runs: it claims only these (instances of different versions can
   /// share a database).
   std::vector<std::string> tasks;

@@ -142,6 +142,7 @@ auto serve(service::config cfg) -> int {
       ioc.get_executor(), pool, db, notify, metrics,
       {.instance_id = instance_id,
        .slots = workers,
+       .prefetch = cfg.prefetch < 0 ? workers : static_cast<std::size_t>(cfg.prefetch),
        .tasks = task_names,
        .max_active_jobs = static_cast<std::int64_t>(cfg.max_active_jobs),
        .max_active_input_bytes = static_cast<std::int64_t>(cfg.max_active_input_mb << 20),
