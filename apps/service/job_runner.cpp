@@ -169,6 +169,7 @@ auto job_runner::check_cancel_requests() -> asio::awaitable<void> {
 
 void job_runner::kill_local(std::int64_t id) {
   if (auto it = active_.find(id); it != active_.end() && it->second.executing) {
+    it->second.killed = true;
     it->second.kill.emit(asio::cancellation_type::terminal);
   }
 }
@@ -203,7 +204,9 @@ auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void>
   std::optional<job_change> c;
   try {
     if (o.requeue) {
-      auto requeue = [claimed](store& s) { return s.requeue(claimed); };
+      auto requeue = [claimed, uncount = o.never_started](store& s) {
+        return s.requeue(claimed, uncount);
+      };
       c = co_await persist(std::move(requeue));
     } else {
       auto finish = [claimed, o = std::move(o)](store& s) {
@@ -256,7 +259,7 @@ auto crash_message(const procpool::worker_crashed& e) -> std::string {
 
 auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
   const job& j = a.record;
-  if (a.stop_requested) co_return outcome{job_state::queued, "", "", true};
+  if (a.stop_requested) co_return outcome{job_state::queued, "", "", true, true};
   try {
     std::string result = co_await pool_.async_submit(
         procpool::task_options{.timeout = std::chrono::milliseconds(j.timeout_ms)}, run_task,
@@ -270,14 +273,14 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
                                                   " ms); the worker running it was killed"},
                                   {"timeout_ms", j.timeout_ms}})};
   } catch (const procpool::cancelled&) {
-    if (a.stop_requested) co_return outcome{job_state::queued, "", "", true};
+    if (a.stop_requested) co_return outcome{job_state::queued, "", "", true, !a.killed};
     co_return outcome{
         job_state::cancelled, "",
         error_json(
             {{"type", "cancelled"},
              {"message", "cancelled by a DELETE request; the worker running it was killed"}})};
   } catch (const procpool::pool_closed&) {
-    co_return outcome{job_state::queued, "", "", true};
+    co_return outcome{job_state::queued, "", "", true, true};
   } catch (const procpool::worker_crashed& e) {
     co_return outcome{job_state::failed, "",
                       error_json({{"type", "worker_crashed"},
@@ -300,6 +303,7 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
 
 auto job_runner::cancel(std::int64_t id) -> asio::awaitable<std::optional<job>> {
   if (auto it = active_.find(id); it != active_.end()) {
+    it->second.killed = true;
     it->second.kill.emit(asio::cancellation_type::terminal);
     const auto ended = it->second.ended;
     boost::system::error_code ec;
@@ -339,6 +343,7 @@ void job_runner::fence(const std::string& why) {
   for (auto& [id, a] : active_) {
     if (!a.executing) continue;
     a.stop_requested = true;
+    a.killed = true;
     a.kill.emit(asio::cancellation_type::terminal);
   }
 }
@@ -371,6 +376,7 @@ auto job_runner::drain(std::chrono::steady_clock::time_point deadline) -> asio::
     for (auto& [id, a] : active_) {
       if (!a.executing) continue;
       a.stop_requested = true;
+      a.killed = true;
       a.kill.emit(asio::cancellation_type::terminal);
     }
   }

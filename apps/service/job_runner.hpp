@@ -101,6 +101,7 @@ class job_runner {
     job record;
     bool executing = true;
     bool stop_requested = false;  // drain or fence: back to the queue, not cancelled
+    bool killed = false;          // a terminal cancellation was sent (it may have been running)
     boost::asio::cancellation_signal kill;
     std::shared_ptr<boost::asio::steady_timer> ended;
   };
@@ -108,6 +109,7 @@ class job_runner {
     job_state state;
     std::string result, error;
     bool requeue = false;
+    bool never_started = false;  // removed from the pool's queue: the attempt does not count
   };
 
   auto claimer() -> boost::asio::awaitable<void>;

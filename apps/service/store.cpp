@@ -355,12 +355,13 @@ auto store::finish(const job& running, job_state state, const std::string& resul
        owner_param(running.owner), running.attempts});
 }
 
-auto store::requeue(const job& running) -> std::optional<job_change> {
-  auto c = change_one(std::string("UPDATE jobs SET state = 'queued' WHERE id = $1 AND owner IS NOT "
-                                  "DISTINCT FROM $2 AND attempts = $3 AND state = 'running' "
-                                  "RETURNING ") +
+auto store::requeue(const job& running, bool never_started) -> std::optional<job_change> {
+  auto c = change_one(std::string("UPDATE jobs SET state = 'queued', attempts = attempts - $4 "
+                                  "WHERE id = $1 AND owner IS NOT DISTINCT FROM $2 AND attempts = "
+                                  "$3 AND state = 'running' RETURNING ") +
                           job_columns,
-                      {running.id, owner_param(running.owner), running.attempts});
+                      {running.id, owner_param(running.owner), running.attempts,
+                       std::int64_t{never_started ? 1 : 0}});
   if (c) notify("procpool_jobs", c->after.task);
   return c;
 }

@@ -108,8 +108,9 @@ class store {
   /// changed and nobody must hear of this result.
   auto finish(const job& running, job_state state, const std::string& result,
               const std::string& error) -> std::optional<job_change>;
-  /// Puts a job `running` claimed back in the queue (fenced like finish).
-  auto requeue(const job& running) -> std::optional<job_change>;
+  /// Puts a job `running` claimed back in the queue (fenced like finish). `never_started`: no
+  /// worker took it (it waited in the pool's queue), so its attempt is not counted.
+  auto requeue(const job& running, bool never_started = false) -> std::optional<job_change>;
   /// Cancels a queued job (it never runs); nullopt if it is not queued.
   auto cancel_queued(std::int64_t id, const std::string& me) -> std::optional<job_change>;
   /// Marks a running job for cancellation; returns its owner (nullopt if it is not running).
