@@ -18,7 +18,7 @@ if ! grep -qsx 'create_main_cluster = false' "$createcluster"; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  build-essential cmake ninja-build pkg-config git ca-certificates \
+  build-essential cmake ninja-build pkg-config git ca-certificates curl \
   libboost1.81-dev libcereal-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libsqlite3-dev libboost-json1.81-dev libssl-dev \
