@@ -97,7 +97,8 @@ auto flags() -> std::vector<flag> {
        }},
       {"prefetch",
        "jobs claimed beyond the free workers, so a worker starts its next job without waiting for "
-       "the database; -1 = as many as workers, 0 = claim only for free workers (-1)",
+       "the database, but shown as running while they wait; -1 = as many as workers, 0 = claim "
+       "only for free workers (0)",
        [](config& c, const std::string& v) {
          c.prefetch = number<std::int64_t>("prefetch", v, -1, 100'000);
        }},

@@ -29,7 +29,7 @@ struct config {
 #endif
   std::int64_t max_attempts = 3;
   std::int64_t retain_ended_s = 7 * 24 * 3600;  ///< ended jobs are deleted after this long
-  std::int64_t prefetch = -1;  ///< jobs claimed ahead of free workers; -1: as many as workers
+  std::int64_t prefetch = 0;  ///< jobs claimed ahead of free workers; -1: as many as workers
   std::int64_t heartbeat_ms = 5'000;    ///< how often an instance proves it is alive
   std::int64_t dead_after_ms = 30'000;  ///< an instance silent this long is dead; its jobs rescued
   std::int64_t poll_ms = 5'000;         ///< queue poll while notifications work

@@ -79,6 +79,7 @@ class database {
     virtual void execute(store& s) = 0;
     virtual void complete(std::exception_ptr commit_error) = 0;
     bool writes = true;
+    std::exception_ptr error;
   };
 
   template <class F, class R, class Handler>
@@ -105,7 +106,6 @@ class database {
     Handler handler;
     boost::asio::executor_work_guard<boost::asio::associated_executor_t<Handler>> work;
     std::optional<R> result;
-    std::exception_ptr error;
   };
 
   void enqueue(std::unique_ptr<op_base> o) {
@@ -133,7 +133,18 @@ class database {
       batch_error = std::current_exception();
     }
     if (!batch_error) {
-      for (auto& o : batch) o->execute(store_);
+      // Each operation in a savepoint of its own: one that fails (a constraint, a timeout) is
+      // undone alone, and does not leave the batch's transaction aborted for the others.
+      for (auto& o : batch) {
+        try {
+          store_.begin_operation();
+        } catch (...) {
+          o->error = std::current_exception();
+          continue;
+        }
+        o->execute(store_);
+        store_.end_operation(!o->error);
+      }
       try {
         store_.commit_batch();
       } catch (...) {

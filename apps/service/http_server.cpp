@@ -158,6 +158,9 @@ auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
     const std::string_view text = last->value();
     const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), seq);
     if (err == std::errc{} && end == text.data() + text.size() && seq >= 0) {
+      // The client has seen everything up to seq (perhaps from another instance whose feed is
+      // ahead of this one's): nothing up to there is sent again, live or replayed.
+      replayed_up_to = seq;
       constexpr std::int64_t replay_limit = 10'000;
       const std::int64_t live_from = api_.live_from();
       const auto changes = co_await api_.changes_since(seq, live_from, replay_limit);

@@ -105,14 +105,17 @@ auto job_runner::claimer() -> asio::awaitable<void> {
     if (poll_due) {
       next_poll = now + (listening_ ? options_.poll : options_.poll_without_notify);
     }
+    if (poll_due && !fenced_) {
+      co_await check_cancel_requests();
+      co_await reconcile();
+    }
     const std::size_t capacity = options_.slots + options_.prefetch;
     const std::size_t free = capacity > executing_ ? capacity - executing_ : 0;
-    if (!fenced_ && free > 0 && (woken_ || poll_due)) {
+    if (!fenced_ && !stopping_ && free > 0 && (woken_ || poll_due)) {
       woken_ = false;
       co_await claim_once(free);
       continue;
     }
-    if (poll_due && !fenced_) co_await check_cancel_requests();
     if (stopping_) break;
     if (woken_ && free > 0 && !fenced_) continue;
     wake_.expires_at(
@@ -146,6 +149,12 @@ auto job_runner::claim_once(std::size_t free) -> asio::awaitable<void> {
   if (claimed.size() == free) woken_ = true;
   for (auto& c : claimed) {
     const std::int64_t id = c.after.id;
+    if (active_.contains(id)) {
+      // Still ending an earlier attempt of the same job here (its end is being written, fenced):
+      // this claim goes back untouched rather than share that attempt's state.
+      spawn(hand_back(std::move(c.after)), "job hand-back failed");
+      continue;
+    }
     ++metrics_.jobs_claimed;
     metrics_.queue_seconds.observe((c.after.started_ms - c.after.created_ms) / 1000.0);
     auto& a = active_[id];
@@ -155,6 +164,12 @@ auto job_runner::claim_once(std::size_t free) -> asio::awaitable<void> {
     if (stopping_ || fenced_) a.stop_requested = true;  // claimed as the instance stopped
     spawn(run(id), "job failed");
   }
+}
+
+auto job_runner::hand_back(job j) -> asio::awaitable<void> {
+  auto requeue = [j](store& s) { return s.requeue(j, true); };
+  co_await persist(std::move(requeue));
+  wake();
 }
 
 auto job_runner::check_cancel_requests() -> asio::awaitable<void> {
@@ -167,8 +182,38 @@ auto job_runner::check_cancel_requests() -> asio::awaitable<void> {
   }
 }
 
+auto job_runner::reconcile() -> asio::awaitable<void> {
+  // Jobs the database says this instance runs, which it does not know: a claim whose COMMIT
+  // succeeded but whose answer was lost. Nobody would run or rescue them (this instance is
+  // alive), so they go back to the queue. The claimer runs no claim meanwhile (this coroutine is
+  // the claimer), so a claim in flight cannot be mistaken for one.
+  auto read = db_.read([me = options_.instance_id](store& s) { return s.running_jobs(me); });
+  std::vector<job> mine;
+  try {
+    mine = co_await std::move(read);
+  } catch (const std::exception&) {
+    ++metrics_.database_errors;
+    co_return;
+  }
+  for (const auto& j : mine) {
+    if (active_.contains(j.id)) continue;
+    std::fprintf(stderr,
+                 "[%s] job %lld attempt %lld is ours in the database but was not known "
+                 "here (a lost claim answer): back to the queue\n",
+                 options_.instance_id.c_str(), static_cast<long long>(j.id),
+                 static_cast<long long>(j.attempts));
+    auto requeue = db_.run([j](store& s) { return s.requeue(j, true); });
+    try {
+      co_await std::move(requeue);
+    } catch (const std::exception&) {
+      ++metrics_.database_errors;  // tried again at the next poll
+    }
+  }
+}
+
 void job_runner::kill_local(std::int64_t id) {
   if (auto it = active_.find(id); it != active_.end() && it->second.executing) {
+    it->second.cancel_asked = true;
     it->second.killed = true;
     it->second.kill.emit(asio::cancellation_type::terminal);
   }
@@ -201,7 +246,10 @@ auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void>
   // Named, not a temporary in the co_await: GCC 12 destroys a temporary coroutine argument twice
   // there.
   const job claimed = active_.at(id).record;
+  const bool requeue_it = o.requeue;
+  const job_state state = o.state;
   std::optional<job_change> c;
+  bool written = false;
   try {
     if (o.requeue) {
       auto requeue = [claimed, uncount = o.never_started](store& s) {
@@ -214,12 +262,30 @@ auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void>
       };
       c = co_await persist(std::move(finish));
     }
+    written = true;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[%s] the end of job %lld (attempt %lld) was not written: %s\n",
                  options_.instance_id.c_str(), static_cast<long long>(id),
                  static_cast<long long>(claimed.attempts), e.what());
   }
+  if (written && !c && !requeue_it) {
+    // Zero rows: taken over, or a retry of our own write whose first answer was lost. The
+    // database tells which: our end is there under our owner and attempt.
+    auto read = db_.read([id](store& s) { return s.get(id); });
+    try {
+      const auto now = co_await std::move(read);
+      if (now && now->owner == claimed.owner && now->attempts == claimed.attempts &&
+          now->state == state) {
+        c = job_change{0, *now};
+      }
+    } catch (const std::exception&) {
+      // Unknown; counted as taken over below (the webhook, if any, is then not sent by us).
+    }
+  }
   retire(id);
+  // Not written: the job stays ours and `running` in the database; the next poll's reconcile
+  // puts it back in the queue (or, if this instance dies, the rescue does).
+  if (!written) co_return;
   if (!c) {
     // Fenced: another instance took the job over while this one could not prove it was alive.
     ++metrics_.completions_fenced;
@@ -273,7 +339,9 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
                                                   " ms); the worker running it was killed"},
                                   {"timeout_ms", j.timeout_ms}})};
   } catch (const procpool::cancelled&) {
-    if (a.stop_requested) co_return outcome{job_state::queued, "", "", true, !a.killed};
+    if (a.stop_requested && !a.cancel_asked) {
+      co_return outcome{job_state::queued, "", "", true, !a.killed};
+    }
     co_return outcome{
         job_state::cancelled, "",
         error_json(
@@ -302,27 +370,34 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
 }
 
 auto job_runner::cancel(std::int64_t id) -> asio::awaitable<std::optional<job>> {
-  if (auto it = active_.find(id); it != active_.end()) {
-    it->second.killed = true;
-    it->second.kill.emit(asio::cancellation_type::terminal);
+  if (auto it = active_.find(id); it != active_.end() && it->second.executing) {
+    kill_local(id);
     const auto ended = it->second.ended;
     boost::system::error_code ec;
     co_await ended->async_wait(asio::redirect_error(asio::use_awaitable, ec));
     co_return co_await db_.read([id](store& s) { return s.get(id); });
   }
-  auto cancel_queued = [id, me = options_.instance_id](store& s) {
-    return s.cancel_queued(id, me);
-  };
-  if (auto c = co_await persist(std::move(cancel_queued))) {
-    finished(c->after);
-    co_return c->after;
+  // A job may move between queued and running while we look (claimed, or handed back by a
+  // stopping instance): try both ways a few times. Plain database calls, not persist: while the
+  // database is away the caller gets a 503 rather than a request that hangs.
+  for (int round = 0; round < 3; ++round) {
+    auto cancel_queued =
+        db_.run([id, me = options_.instance_id](store& s) { return s.cancel_queued(id, me); });
+    if (auto c = co_await std::move(cancel_queued)) {
+      finished(c->after);
+      co_return c->after;
+    }
+    // Running (here or elsewhere): marked in the database, where its owner finds it by
+    // notification or at its next poll.
+    const auto owner = co_await db_.run([id](store& s) { return s.request_cancel(id); });
+    if (owner) {
+      if (*owner == options_.instance_id) kill_local(id);
+      co_return co_await wait_until_final(id);
+    }
+    const auto now = co_await db_.read([id](store& s) { return s.get(id); });
+    if (!now || is_final(now->state)) co_return std::nullopt;
   }
-  // Running elsewhere (or here, claimed a moment ago): marked in the database, where its owner
-  // finds it by notification or at its next poll.
-  const auto owner = co_await db_.run([id](store& s) { return s.request_cancel(id); });
-  if (!owner) co_return std::nullopt;
-  if (*owner == options_.instance_id) kill_local(id);
-  co_return co_await wait_until_final(id);
+  co_return co_await db_.read([id](store& s) { return s.get(id); });
 }
 
 auto job_runner::wait_until_final(std::int64_t id) -> asio::awaitable<std::optional<job>> {

@@ -102,6 +102,7 @@ class job_runner {
     bool executing = true;
     bool stop_requested = false;  // drain or fence: back to the queue, not cancelled
     bool killed = false;          // a terminal cancellation was sent (it may have been running)
+    bool cancel_asked = false;    // by DELETE: the job ends cancelled, even while draining
     boost::asio::cancellation_signal kill;
     std::shared_ptr<boost::asio::steady_timer> ended;
   };
@@ -115,6 +116,8 @@ class job_runner {
   auto claimer() -> boost::asio::awaitable<void>;
   auto claim_once(std::size_t free) -> boost::asio::awaitable<void>;
   auto check_cancel_requests() -> boost::asio::awaitable<void>;
+  auto reconcile() -> boost::asio::awaitable<void>;
+  auto hand_back(job j) -> boost::asio::awaitable<void>;
   auto run(std::int64_t id) -> boost::asio::awaitable<void>;
   auto record_end(std::int64_t id, outcome o) -> boost::asio::awaitable<void>;
   auto execute(active_job& a) -> boost::asio::awaitable<outcome>;

@@ -4,6 +4,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -107,8 +108,12 @@ auto serve(service::config cfg) -> int {
   // The store and its thread are created after procpool::init(): workers are forked from the
   // process as it was at init, without these threads.
   service::store st(
-      service::open_sql_connection(cfg.db, {.application_name = "procpool-service " + instance_id,
-                                            .sqlite_full_sync = cfg.full_sync}),
+      service::open_sql_connection(
+          cfg.db, {.application_name = "procpool-service " + instance_id,
+                   .sqlite_full_sync = cfg.full_sync,
+                   .pg_lock_timeout = std::clamp(std::chrono::milliseconds(cfg.dead_after_ms / 4),
+                                                 std::chrono::milliseconds(250),
+                                                 std::chrono::milliseconds(5'000))}),
       cfg.notify);
   service::database db(st);
   asio::io_context ioc(1);

@@ -97,6 +97,8 @@ auto membership::heartbeat_loop() -> asio::awaitable<void> {
     co_await tick_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (stopping_) break;
     auto beat = db_.run([id = me_.id](store& s) { return s.heartbeat(id); });
+    // Alive as of when the heartbeat was sent, not when its batch came back.
+    const auto sent = std::chrono::steady_clock::now();
     auto rejoin = db_.run([me = me_](store& s) {
       s.join(me);
       return 0;
@@ -109,7 +111,7 @@ auto membership::heartbeat_loop() -> asio::awaitable<void> {
         co_await std::move(rejoin);
         std::fprintf(stderr, "[%s] rejoined\n", me_.id.c_str());
       }
-      last_heartbeat_ = std::chrono::steady_clock::now();
+      last_heartbeat_ = sent;
       runner_.unfence();
       co_await rescue_once(options_.dead_after.count());
     } catch (const std::exception& e) {
@@ -129,7 +131,8 @@ auto membership::watchdog_loop() -> asio::awaitable<void> {
     co_await watchdog_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (stopping_) break;
     const auto silent = std::chrono::steady_clock::now() - last_heartbeat_;
-    if (silent > fence_after && !runner_.fenced()) {
+    // With SQLite there is nobody to hand the jobs to: a slow disk is no reason to kill them.
+    if (silent > fence_after && !runner_.fenced() && !options_.sole_instance) {
       runner_.fence(
           "no heartbeat written for " +
           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +

@@ -146,17 +146,41 @@ void pg_connection::set_session_settings(const pg_session_settings& settings) {
 }
 
 auto pg_connection::exec(std::string_view sql, std::span<const sql_param> params) -> sql_result {
+  if (transaction_lost_) {
+    // The session died inside a transaction: everything it did is gone. Until the owner rolls
+    // back, nothing may run on a new session as if it were part of that transaction (and a
+    // COMMIT there would "succeed" with nothing to commit).
+    if (sql == "ROLLBACK") {
+      transaction_lost_ = false;
+      return {};
+    }
+    throw sql_error(sql_error::kind::connection, "",
+                    "postgresql: the connection was lost inside a transaction, which is rolled "
+                    "back");
+  }
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     if (conn_ != nullptr && in_transaction_) {
-      // Only reachable when the loss was seen through raw(): say so once, then reconnect next.
+      // Only reachable when the loss was seen through raw(): say so, and wait for the rollback.
       disconnect();
+      transaction_lost_ = true;
       throw sql_error(sql_error::kind::connection, "",
                       "postgresql: connection lost inside a transaction");
     }
     disconnect();
     connect();
   }
-  if (params.empty()) return finish(results(PQsendQuery(conn_, std::string(sql).c_str()) != 0));
+  if (params.empty()) {
+    PGresult* result = results(PQsendQuery(conn_, std::string(sql).c_str()) != 0);
+    // COMMIT of a transaction that had failed answers "ROLLBACK", without an error.
+    if (sql == "COMMIT" && result != nullptr && PQresultStatus(result) == PGRES_COMMAND_OK &&
+        std::string_view(PQcmdStatus(result)) == "ROLLBACK") {
+      PQclear(result);
+      in_transaction_ = false;
+      throw sql_error(sql_error::kind::conflict, "",
+                      "postgresql: the transaction had failed and was rolled back at COMMIT");
+    }
+    return finish(result);
+  }
   return finish(run_prepared(sql, params));
 }
 
@@ -256,8 +280,12 @@ auto pg_connection::finish(PGresult* raw_result) -> sql_result {
   }
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK && status != PGRES_EMPTY_QUERY) {
     auto error = pg_error(conn_, result.get());
-    // A lost session takes any transaction with it: the next exec starts a new one.
-    if (error.what_kind == sql_error::kind::connection) disconnect();
+    // A lost session takes any transaction with it: the next exec starts a new one, once the
+    // owner has rolled the lost one back.
+    if (error.what_kind == sql_error::kind::connection) {
+      if (in_transaction_) transaction_lost_ = true;
+      disconnect();
+    }
     throw error;
   }
   sql_result out;

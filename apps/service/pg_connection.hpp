@@ -86,6 +86,7 @@ class pg_connection final : public sql_connection {
   // Set by our own BEGIN/COMMIT as the server reports them, so a connection lost while it is
   // set is reported instead of being replaced under the caller's transaction.
   bool in_transaction_ = false;
+  bool transaction_lost_ = false;  // the session died inside a transaction not yet rolled back
   std::unordered_map<std::string, std::string> statements_;  // SQL text -> prepared name
   std::uint64_t next_statement_ = 1;
 };

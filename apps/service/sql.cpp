@@ -31,7 +31,10 @@ auto sql_result::integer(std::size_t row, std::size_t col) const -> std::int64_t
 auto open_sql_connection(const std::string& target, const sql_options& options)
     -> std::unique_ptr<sql_connection> {
   if (is_postgres_url(target)) {
-    return std::make_unique<pg_connection>(target, options.application_name);
+    pg_session_settings settings;
+    settings.lock_timeout = options.pg_lock_timeout;
+    settings.idle_in_transaction_session_timeout = options.pg_lock_timeout;
+    return std::make_unique<pg_connection>(target, options.application_name, settings);
   }
   return std::make_unique<sqlite_connection>(target, options.sqlite_full_sync);
 }

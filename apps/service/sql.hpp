@@ -2,6 +2,7 @@
 // job store is written once against it (one schema, two dialects).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -68,6 +69,10 @@ class sql_connection {
 struct sql_options {
   std::string application_name = "procpool-service";  ///< PostgreSQL: shown in pg_stat_activity
   bool sqlite_full_sync = true;  ///< SQLite: synchronous=FULL (a commit is on disk) or NORMAL
+  /// PostgreSQL: lock_timeout and idle_in_transaction_session_timeout of the service's sessions:
+  /// a stalled instance holding a lock must not stall the others for longer than a fraction of
+  /// the time after which they would declare themselves unable to work.
+  std::chrono::milliseconds pg_lock_timeout{5'000};
 };
 
 /// Opens `target`: a `postgresql://` or `postgres://` URL (libpq connection URI) opens

@@ -64,32 +64,6 @@ auto job_from_row(const sql_result& r, std::size_t row, std::size_t first = 0) -
   return j;
 }
 
-// One change, all or nothing: a savepoint inside the batch's transaction, so that it can fail
-// alone without undoing the batch's other changes.
-class savepoint {
- public:
-  explicit savepoint(sql_connection& db) : db_(db) { db_.exec("SAVEPOINT change"); }
-  ~savepoint() {
-    if (done_) return;
-    try {
-      db_.exec("ROLLBACK TO SAVEPOINT change");
-      db_.exec("RELEASE SAVEPOINT change");
-    } catch (...) {
-      // The connection is gone; the batch fails with it.
-    }
-  }
-  savepoint(const savepoint&) = delete;
-  auto operator=(const savepoint&) -> savepoint& = delete;
-  void commit() {
-    db_.exec("RELEASE SAVEPOINT change");
-    done_ = true;
-  }
-
- private:
-  sql_connection& db_;
-  bool done_ = false;
-};
-
 // An owner as a parameter: NULL when there is none (jobs stored before owners were recorded).
 auto owner_param(const std::string& owner) -> sql_param {
   return owner.empty() ? sql_param(nullptr) : sql_param(std::string_view(owner));
@@ -160,6 +134,19 @@ void store::rollback_batch() {
   }
 }
 
+void store::begin_operation() {
+  db_->exec("SAVEPOINT operation");
+}
+
+void store::end_operation(bool succeeded) {
+  try {
+    if (!succeeded) db_->exec("ROLLBACK TO SAVEPOINT operation");
+    db_->exec("RELEASE SAVEPOINT operation");
+  } catch (...) {
+    // The connection is gone: the commit fails, and the whole batch with it.
+  }
+}
+
 auto store::take_events_appended() -> bool {
   return std::exchange(events_committed_, false);
 }
@@ -181,13 +168,11 @@ auto store::append_event(const job& after, std::int64_t at_ms) -> std::int64_t {
 
 auto store::change_one(std::string_view sql, std::initializer_list<sql_param> params)
     -> std::optional<job_change> {
-  savepoint sp(*db_);
   const auto r = db_->exec(sql, params);
   if (r.empty()) return std::nullopt;
   job after = job_from_row(r, 0);
   const std::int64_t seq =
       append_event(after, after.finished_ms != 0 ? after.finished_ms : now_ms());
-  sp.commit();
   return job_change{seq, std::move(after)};
 }
 
@@ -232,10 +217,8 @@ auto store::instances() -> std::vector<instance_info> {
 auto store::rescue(const std::string& me, std::int64_t dead_after_ms, std::int64_t max_attempts)
     -> rescue_report {
   rescue_report report;
-  savepoint sp(*db_);
   // Leaderless: whoever gets the lock rescues; the others skip this round.
   if (pg() && db_->exec("SELECT pg_try_advisory_xact_lock($1)", {rescue_lock}).text(0, 0) != "t") {
-    sp.commit();
     return report;
   }
   report.dead_instances =
@@ -245,13 +228,19 @@ auto store::rescue(const std::string& me, std::int64_t dead_after_ms, std::int64
           .affected;
   const auto orphans =
       db_->exec(std::string("SELECT ") + job_columns +
-                    " FROM jobs WHERE state = 'running' AND (owner IS NULL OR owner NOT IN "
-                    "(SELECT id FROM instances)) ORDER BY id",
+                    ", cancel_requested FROM jobs WHERE state = 'running' AND (owner IS NULL OR "
+                    "owner NOT IN (SELECT id FROM instances)) ORDER BY id",
                 {});
   for (std::size_t i = 0; i < orphans.size(); ++i) {
     const job j = job_from_row(orphans, i);
     std::optional<job_change> c;
-    if (j.attempts >= max_attempts) {
+    if (orphans.integer(i, 15) != 0) {
+      // Its cancel was asked for while it ran: it ends cancelled rather than running again.
+      c = finish(j, job_state::cancelled, "",
+                 R"({"type":"cancelled","message":"cancelled by a DELETE request; the instance )"
+                 R"(running it stopped before it could kill it"})");
+      if (c) ++report.failed;
+    } else if (j.attempts >= max_attempts) {
       c = finish(j, job_state::failed, "", interrupted_error);
       if (c) ++report.failed;
     } else {
@@ -271,14 +260,12 @@ auto store::rescue(const std::string& me, std::int64_t dead_after_ms, std::int64
   }
   std::sort(report.webhooks.begin(), report.webhooks.end(),
             [](const job& a, const job& b) { return a.id < b.id; });
-  sp.commit();
   return report;
 }
 
 // --- jobs ---
 
 auto store::insert(job j, const admission_limits& limits) -> std::optional<job_change> {
-  savepoint sp(*db_);
   const auto active = db_->exec(
       "SELECT count(*), coalesce(sum(input_bytes), 0) FROM jobs WHERE state IN ('queued', "
       "'running')",
@@ -286,7 +273,6 @@ auto store::insert(job j, const admission_limits& limits) -> std::optional<job_c
   if (active.integer(0, 0) >= limits.max_active_jobs ||
       active.integer(0, 1) + static_cast<std::int64_t>(j.input.size()) >
           limits.max_active_input_bytes) {
-    sp.commit();
     return std::nullopt;
   }
   j.created_ms = now_ms();
@@ -301,7 +287,6 @@ auto store::insert(job j, const admission_limits& limits) -> std::optional<job_c
   j.id = r.integer(0, 0);
   const std::int64_t seq = append_event(j, j.created_ms);
   notify("procpool_jobs", j.task);
-  sp.commit();
   return job_change{seq, std::move(j)};
 }
 
@@ -309,14 +294,14 @@ auto store::claim(const std::string& me, const std::vector<std::string>& tasks, 
     -> std::vector<job_change> {
   std::string task_list;
   for (const auto& t : tasks) task_list += (task_list.empty() ? "" : ",") + t;
-  savepoint sp(*db_);
   const std::int64_t at = now_ms();
   // The candidate rows are locked and skipped by concurrent claimers (PostgreSQL); the CTE is
   // MATERIALIZED so the planner cannot fold it into the UPDATE and lock more than n rows.
   const auto r =
       pg() ? db_->exec(std::string("WITH c AS MATERIALIZED (SELECT id FROM jobs WHERE state = "
-                                   "'queued' AND task = ANY(string_to_array($1, ',')) ORDER BY "
-                                   "priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                                   "'queued' AND task = ANY(string_to_array($1, ',')) AND EXISTS "
+                                   "(SELECT 1 FROM instances WHERE id = $3) ORDER BY priority "
+                                   "DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
                                    "UPDATE jobs SET state = 'running', owner = $3, attempts = "
                                    "jobs.attempts + 1, started_ms = $4 FROM c WHERE jobs.id = "
                                    "c.id RETURNING ") +
@@ -325,7 +310,8 @@ auto store::claim(const std::string& me, const std::vector<std::string>& tasks, 
            : db_->exec(std::string("UPDATE jobs SET state = 'running', owner = $3, attempts = "
                                    "attempts + 1, started_ms = $4 WHERE id IN (SELECT id FROM "
                                    "jobs WHERE state = 'queued' AND instr(',' || $1 || ',', ',' "
-                                   "|| task || ',') > 0 ORDER BY priority DESC, id LIMIT $2) "
+                                   "|| task || ',') > 0 AND EXISTS (SELECT 1 FROM instances "
+                                   "WHERE id = $3) ORDER BY priority DESC, id LIMIT $2) "
                                    "RETURNING ") +
                            job_columns,
                        {std::string_view(task_list), n, std::string_view(me), at});
@@ -339,7 +325,6 @@ auto store::claim(const std::string& me, const std::vector<std::string>& tasks, 
     const std::int64_t seq = append_event(j, at);
     out.push_back({seq, std::move(j)});
   }
-  sp.commit();
   return out;
 }
 
@@ -393,6 +378,15 @@ auto store::cancel_requests(const std::string& me) -> std::vector<std::int64_t> 
   return ids;
 }
 
+auto store::running_jobs(const std::string& me) -> std::vector<job> {
+  const auto r = db_->exec(
+      std::string("SELECT ") + job_columns + " FROM jobs WHERE owner = $1 AND state = 'running'",
+      {std::string_view(me)});
+  std::vector<job> out;
+  for (std::size_t i = 0; i < r.size(); ++i) out.push_back(job_from_row(r, i));
+  return out;
+}
+
 void store::set_notification(std::int64_t id, notification_state state) {
   db_->exec("UPDATE jobs SET notification = $1 WHERE id = $2", {to_string(state), id});
 }
@@ -441,7 +435,6 @@ auto store::last_seq() -> std::int64_t {
 }
 
 auto store::delete_ended_before(std::int64_t cutoff_ms, std::int64_t batch) -> std::int64_t {
-  savepoint sp(*db_);
   constexpr const char* ended =
       "SELECT id FROM jobs WHERE finished_ms > 0 AND finished_ms < $1 AND notification <> "
       "'pending' AND state NOT IN ('queued', 'running') ORDER BY finished_ms, id LIMIT $2";
@@ -450,7 +443,6 @@ auto store::delete_ended_before(std::int64_t cutoff_ms, std::int64_t batch) -> s
   const std::int64_t deleted =
       db_->exec(std::string("DELETE FROM jobs WHERE id IN (") + ended + ")", {cutoff_ms, batch})
           .affected;
-  sp.commit();
   return deleted;
 }
 

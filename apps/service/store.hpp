@@ -75,6 +75,10 @@ class store {
   /// Sends the batch's notifications and commits; throws (the batch is rolled back) on failure.
   void commit_batch();
   void rollback_batch();
+  /// Around each operation of a batch: a savepoint, released if it succeeded, rolled back if not
+  /// (end_operation does not throw; a lost connection fails the batch's commit).
+  void begin_operation();
+  void end_operation(bool succeeded);
   /// True (once) if the last committed batch appended to the change log.
   auto take_events_appended() -> bool;
 
@@ -100,7 +104,7 @@ class store {
   auto insert(job j, const admission_limits& limits) -> std::optional<job_change>;
   /// Claims up to `n` queued jobs of `tasks` for `me`, highest priority first, then oldest:
   /// running, attempts + 1, owner = me. Concurrent claimers never get the same job (PostgreSQL:
-  /// FOR UPDATE SKIP LOCKED).
+  /// FOR UPDATE SKIP LOCKED); an instance that has been declared dead (no row) gets none.
   auto claim(const std::string& me, const std::vector<std::string>& tasks, std::int64_t n)
       -> std::vector<job_change>;
   /// Ends a job `running` claimed: only if it is still running under the same owner and attempt
@@ -117,6 +121,9 @@ class store {
   auto request_cancel(std::int64_t id) -> std::optional<std::string>;
   /// `me`'s running jobs marked for cancellation.
   auto cancel_requests(const std::string& me) -> std::vector<std::int64_t>;
+  /// `me`'s running jobs: (id, attempts). For finding claims the instance lost track of (a
+  /// COMMIT whose answer never came back).
+  auto running_jobs(const std::string& me) -> std::vector<job>;
   void set_notification(std::int64_t id, notification_state state);
 
   auto get(std::int64_t id) -> std::optional<job>;
