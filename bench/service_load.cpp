@@ -5,7 +5,8 @@
 //
 // Usage: service_load [--clients 16] [--seconds 10] [--sync full|normal] [--workers 2]
 //                     [--n 10000] [--task count_primes|sleep] [--ms 0]
-//                     [--db FILE|postgresql://...] [--instances 1] [--prefix service_load]
+//                     [--db FILE|postgresql://...] [--instances 1] [--prefetch 0]
+//                     [--prefix service_load]
 //
 // With --instances N (a postgresql:// --db), N services share the database; the clients spread
 // their jobs over them, and /events of the first shows every instance's changes.
@@ -60,6 +61,7 @@ struct options {
   int ms = 0;
   std::string db;
   int instances = 1;
+  int prefetch = 0;
   std::string prefix = "service_load";
 };
 
@@ -186,6 +188,8 @@ int main(int argc, char** argv) {
       opt.db = v;
     else if (k == "--instances")
       opt.instances = std::stoi(v);
+    else if (k == "--prefetch")
+      opt.prefetch = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -212,7 +216,9 @@ int main(int argc, char** argv) {
                                      "--workers",
                                      std::to_string(opt.workers),
                                      "--max-active-jobs",
-                                     "100000"};
+                                     "100000",
+                                     "--prefetch",
+                                     std::to_string(opt.prefetch)};
     std::vector<char*> cargs;
     for (auto& a : args) cargs.push_back(a.data());
     cargs.push_back(nullptr);
@@ -233,7 +239,8 @@ int main(int argc, char** argv) {
       if (::read(out[0], &c, 1) != 1) return 1;
       banner += c;
     }
-    ::close(out[0]);
+    // out[0] stays open: the service writes to its stdout when it stops (a closed pipe would
+    // kill it with SIGPIPE).
     const auto port =
         static_cast<std::uint16_t>(std::stoi(banner.substr(banner.find(marker) + marker.size())));
     ats.emplace_back(asio::ip::make_address("127.0.0.1"), port);

@@ -35,7 +35,8 @@ def main(run_dir, out_md):
         desc, v = read(os.path.join(run_dir, name))
         rows.append(
             f"| {desc} | {v['clients']} | {v['throughput']} | {v['post_p50']} | {v['post_p99']} | "
-            f"{v['job_p50']} | {v['job_p99']} | {v['jobs']} | {v['errors']} | {v['rejected_429']} | "
+            f"{v['job_p50']} | {v['job_p99']} | {v['queue_p50']} | {v['queue_p99']} | {v['jobs']} | "
+            f"{v['errors']} | {v['rejected_429']} | "
             f"{v['unfinished']} |")
     section = [
         BEGIN,
@@ -52,8 +53,8 @@ def main(run_dir, out_md):
         meta,
         "```",
         "",
-        "| configuration | clients | jobs/s | POST p50 ms | POST p99 ms | job p50 ms | job p99 ms | jobs | errors | 429 | unfinished |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | clients | jobs/s | POST p50 ms | POST p99 ms | job p50 ms | job p99 ms | claim p50 ms | claim p99 ms | jobs | errors | 429 | unfinished |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         "Reading it: each job is three committed changes (queued, running, final) plus an event",

@@ -5,6 +5,7 @@
 #include <charconv>
 
 #include "http_client.hpp"
+#include "log.hpp"
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
@@ -57,8 +58,8 @@ auto api::handle(const request& req) -> asio::awaitable<response> {
     res = error_response(400, e.what());
   } catch (const std::exception& e) {
     // The database (or something under it) failed: nothing was changed that the client was told.
-    std::fprintf(stderr, "request %s %s failed: %s\n", std::string(req.method_string()).c_str(),
-                 std::string(req.target()).c_str(), e.what());
+    log("request %s %s failed: %s", std::string(req.method_string()).c_str(),
+        std::string(req.target()).c_str(), e.what());
     res = error_response(503, std::string("the service cannot serve this now: ") + e.what());
     res.set(http::field::retry_after, "1");
   }

@@ -1,6 +1,8 @@
 // procpool-service - completion handlers for work the service starts and does not wait for.
 #pragma once
 
+#include "log.hpp"
+
 #include <cstdio>
 #include <exception>
 #include <utility>
@@ -16,9 +18,9 @@ auto report_failure(const char* what, Then then) {
       try {
         std::rethrow_exception(ep);
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: %s\n", what, e.what());
+        log("%s: %s", what, e.what());
       } catch (...) {
-        std::fprintf(stderr, "%s: unknown exception\n", what);
+        log("%s: unknown exception", what);
       }
     }
     then();

@@ -50,6 +50,15 @@ class database {
   auto read(F f) {
     return initiate(std::move(f), false);
   }
+  /// An operation whose change need not survive a crash of the machine or of PostgreSQL (a
+  /// claim: if it is lost, the job is simply queued again, and the fence stops the instance that
+  /// had it). It commits without waiting for the disk, in a transaction of its own that runs
+  /// before the durable operations queued with it, so that a free worker gets its next job
+  /// without waiting for a sync.
+  template <class F>
+  auto run_without_sync(F f) {
+    return initiate(std::move(f), true, false);
+  }
 
   /// `f` is posted to `ex` after every commit that appended to the change log (the change feed
   /// reads it then). Set before the first operation.
@@ -62,13 +71,14 @@ class database {
 
  private:
   template <class F>
-  auto initiate(F f, bool writes) {
+  auto initiate(F f, bool writes, bool durable = true) {
     using R = std::invoke_result_t<F&, store&>;
     return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
                                        void(std::exception_ptr, R)>(
-        [this, writes](auto handler, F fn) {
+        [this, writes, durable](auto handler, F fn) {
           auto o = std::make_unique<op<F, R, decltype(handler)>>(std::move(fn), std::move(handler));
           o->writes = writes;
+          o->durable = durable;
           enqueue(std::move(o));
         },
         boost::asio::use_awaitable, std::move(f));
@@ -79,6 +89,7 @@ class database {
     virtual void execute(store& s) = 0;
     virtual void complete(std::exception_ptr commit_error) = 0;
     bool writes = true;
+    bool durable = true;
     std::exception_ptr error;
   };
 
@@ -117,18 +128,25 @@ class database {
     }
   }
 
-  // On the database thread: everything queued so far, in one transaction.
+  // On the database thread: everything queued so far, in one transaction (two when some of it
+  // need not wait for the disk: that part first).
   void drain() {
-    std::vector<std::unique_ptr<op_base>> batch;
+    std::vector<std::unique_ptr<op_base>> all, quick, durable;
     {
       std::lock_guard lock(mutex_);
-      batch.swap(pending_);
+      all.swap(pending_);
       scheduled_ = false;
     }
+    for (auto& o : all) (o->durable ? durable : quick).push_back(std::move(o));
+    if (!quick.empty()) run_batch(quick, false);
+    if (!durable.empty()) run_batch(durable, true);
+  }
+
+  void run_batch(std::vector<std::unique_ptr<op_base>>& batch, bool durable) {
     std::exception_ptr batch_error;
     const bool writes = std::any_of(batch.begin(), batch.end(), [](auto& o) { return o->writes; });
     try {
-      store_.begin_batch(writes);
+      store_.begin_batch(writes, durable);
     } catch (...) {
       batch_error = std::current_exception();
     }

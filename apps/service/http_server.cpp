@@ -1,4 +1,5 @@
 #include "http_server.hpp"
+#include "log.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -31,7 +32,7 @@ http_server::http_server(asio::any_io_executor ex, const tcp::endpoint& at, api&
 
 void http_server::start() {
   asio::co_spawn(ex_, accept_loop(), [](std::exception_ptr ep) {
-    if (ep) std::fprintf(stderr, "http: accept loop ended with an error\n");
+    if (ep) log("http: accept loop ended with an error");
   });
 }
 
@@ -61,7 +62,7 @@ auto http_server::accept_loop() -> asio::awaitable<void> {
     if (stopping_) break;
     if (ec) {
       // Out of descriptors or a connection reset before accept: wait a moment, keep serving.
-      std::fprintf(stderr, "http: accept failed: %s\n", ec.message().c_str());
+      log("http: accept failed: %s", ec.message().c_str());
       asio::steady_timer pause(ex_, std::chrono::milliseconds(50));
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;

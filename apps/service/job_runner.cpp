@@ -12,6 +12,7 @@
 #include <typeinfo>
 
 #include "background.hpp"
+#include "log.hpp"
 #include "tasks.hpp"
 
 namespace asio = boost::asio;
@@ -88,8 +89,8 @@ auto job_runner::persist(F change) -> asio::awaitable<std::invoke_result_t<F&, s
     } catch (const sql_error& e) {
       if (e.what_kind == sql_error::kind::statement || abandon_writes_) throw;
       ++metrics_.database_errors;
-      std::fprintf(stderr, "[%s] database write failed, retrying in %lld ms: %s\n",
-                   options_.instance_id.c_str(), static_cast<long long>(backoff.count()), e.what());
+      log("database write failed, retrying in %lld ms: %s", static_cast<long long>(backoff.count()),
+          e.what());
     }
     asio::steady_timer t(ex_, backoff);
     co_await t.async_wait(asio::use_awaitable);
@@ -107,13 +108,18 @@ auto job_runner::claimer() -> asio::awaitable<void> {
     }
     if (poll_due && !fenced_) {
       co_await check_cancel_requests();
-      co_await reconcile();
+      // A claim in flight would look like a lost one: then wait for the next poll.
+      if (claiming_ == 0) co_await reconcile();
     }
     const std::size_t capacity = options_.slots + options_.prefetch;
-    const std::size_t free = capacity > executing_ ? capacity - executing_ : 0;
+    const std::size_t taken = executing_ + claiming_;
+    const std::size_t free = capacity > taken ? capacity - taken : 0;
     if (!fenced_ && !stopping_ && free > 0 && (woken_ || poll_due)) {
+      // Not awaited: a worker that frees up while a claim is on its way gets a claim of its own
+      // at once, instead of waiting for the first to come back.
       woken_ = false;
-      co_await claim_once(free);
+      claiming_ += free;
+      spawn(claim_once(free), "claiming jobs failed");
       continue;
     }
     if (stopping_) break;
@@ -128,25 +134,26 @@ auto job_runner::claimer() -> asio::awaitable<void> {
 auto job_runner::claim_once(std::size_t free) -> asio::awaitable<void> {
   std::vector<job_change> claimed;
   bool failed = false;
-  auto claim =
-      db_.run([me = options_.instance_id, tasks = options_.tasks,
-               n = static_cast<std::int64_t>(free)](store& s) { return s.claim(me, tasks, n); });
+  auto claim = db_.run_without_sync(
+      [me = options_.instance_id, tasks = options_.tasks,
+       n = static_cast<std::int64_t>(free)](store& s) { return s.claim(me, tasks, n); });
   try {
     claimed = co_await std::move(claim);
   } catch (const std::exception& e) {
     ++metrics_.database_errors;
-    std::fprintf(stderr, "[%s] claiming jobs failed: %s\n", options_.instance_id.c_str(), e.what());
+    log("claiming jobs failed: %s", e.what());
     failed = true;
   }
+  claiming_ -= free;
   if (failed) {
     asio::steady_timer t(ex_, 200ms);
     boost::system::error_code ec;
     co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    woken_ = true;  // try again
+    wake();  // try again
     co_return;
   }
   // A full batch: more may be waiting.
-  if (claimed.size() == free) woken_ = true;
+  if (claimed.size() == free) wake();
   for (auto& c : claimed) {
     const std::int64_t id = c.after.id;
     if (active_.contains(id)) {
@@ -197,11 +204,9 @@ auto job_runner::reconcile() -> asio::awaitable<void> {
   }
   for (const auto& j : mine) {
     if (active_.contains(j.id)) continue;
-    std::fprintf(stderr,
-                 "[%s] job %lld attempt %lld is ours in the database but was not known "
-                 "here (a lost claim answer): back to the queue\n",
-                 options_.instance_id.c_str(), static_cast<long long>(j.id),
-                 static_cast<long long>(j.attempts));
+    log("job %lld attempt %lld is ours in the database but was not known here (a lost claim "
+        "answer): back to the queue",
+        static_cast<long long>(j.id), static_cast<long long>(j.attempts));
     auto requeue = db_.run([j](store& s) { return s.requeue(j, true); });
     try {
       co_await std::move(requeue);
@@ -264,9 +269,8 @@ auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void>
     }
     written = true;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "[%s] the end of job %lld (attempt %lld) was not written: %s\n",
-                 options_.instance_id.c_str(), static_cast<long long>(id),
-                 static_cast<long long>(claimed.attempts), e.what());
+    log("the end of job %lld (attempt %lld) was not written: %s", static_cast<long long>(id),
+        static_cast<long long>(claimed.attempts), e.what());
   }
   if (written && !c && !requeue_it) {
     // Zero rows: taken over, or a retry of our own write whose first answer was lost. The
@@ -289,11 +293,9 @@ auto job_runner::record_end(std::int64_t id, outcome o) -> asio::awaitable<void>
   if (!c) {
     // Fenced: another instance took the job over while this one could not prove it was alive.
     ++metrics_.completions_fenced;
-    std::fprintf(stderr,
-                 "[%s] job %lld attempt %lld was taken over by another instance; this "
-                 "instance's outcome is dropped\n",
-                 options_.instance_id.c_str(), static_cast<long long>(id),
-                 static_cast<long long>(claimed.attempts));
+    log("job %lld attempt %lld was taken over by another instance; this instance's outcome is "
+        "dropped",
+        static_cast<long long>(id), static_cast<long long>(claimed.attempts));
     co_return;
   }
   if (is_final(c->after.state)) finished(c->after);
@@ -413,8 +415,7 @@ auto job_runner::wait_until_final(std::int64_t id) -> asio::awaitable<std::optio
 void job_runner::fence(const std::string& why) {
   if (fenced_) return;
   fenced_ = true;
-  std::fprintf(stderr, "[%s] %s: stopped claiming; killing %zu running jobs\n",
-               options_.instance_id.c_str(), why.c_str(), executing_);
+  log("%s: stopped claiming; killing %zu running jobs", why.c_str(), executing_);
   for (auto& [id, a] : active_) {
     if (!a.executing) continue;
     a.stop_requested = true;
@@ -426,8 +427,7 @@ void job_runner::fence(const std::string& why) {
 void job_runner::unfence() {
   if (!fenced_) return;
   fenced_ = false;
-  std::fprintf(stderr, "[%s] the database answers again: claiming again\n",
-               options_.instance_id.c_str());
+  log("the database answers again: claiming again");
   wake();
 }
 
@@ -463,8 +463,7 @@ auto job_runner::drain(std::chrono::steady_clock::time_point deadline) -> asio::
     const auto now = std::chrono::steady_clock::now();
     if (now >= grace && !abandon_writes_) {
       abandon_writes_ = true;
-      std::fprintf(stderr, "[%s] the database did not take the last job ends in time\n",
-                   options_.instance_id.c_str());
+      log("the database did not take the last job ends in time");
     }
     idle_.expires_at(abandon_writes_ ? now + 100ms : grace);
     boost::system::error_code ec;

@@ -137,6 +137,7 @@ class job_runner {
   runner_options options_;
   std::map<std::int64_t, active_job> active_;
   std::size_t executing_ = 0, background_ = 0;
+  std::size_t claiming_ = 0;  // slots asked for by claims on their way to the database
   bool stopping_ = false, fenced_ = false, listening_ = true, woken_ = true;
   bool abandon_writes_ = false, claimer_alive_ = false;
   boost::asio::steady_timer wake_, idle_;

@@ -24,6 +24,7 @@
 #include "demo.hpp"
 #include "http_server.hpp"
 #include "job_runner.hpp"
+#include "log.hpp"
 #include "membership.hpp"
 #include "notifier.hpp"
 #include "pg_listener.hpp"
@@ -105,6 +106,7 @@ auto serve(service::config cfg) -> int {
     }
   } lock_guard{lock_fd};
   const std::string instance_id = make_instance_id();
+  service::log_tag() = instance_id;
   // The store and its thread are created after procpool::init(): workers are forked from the
   // process as it was at init, without these threads.
   service::store st(

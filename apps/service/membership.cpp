@@ -7,6 +7,7 @@
 #include <random>
 
 #include "background.hpp"
+#include "log.hpp"
 
 namespace asio = boost::asio;
 
@@ -61,7 +62,7 @@ auto membership::leave() -> asio::awaitable<void> {
     co_await std::move(leave);
   } catch (const std::exception& e) {
     // Then the others find it dead after dead_after and rescue what it left.
-    std::fprintf(stderr, "[%s] could not remove the instance row: %s\n", me_.id.c_str(), e.what());
+    log("could not remove the instance row: %s", e.what());
   }
 }
 
@@ -74,12 +75,10 @@ auto membership::rescue_once(std::int64_t dead_after_ms) -> asio::awaitable<resc
   metrics_.instances_declared_dead += static_cast<std::uint64_t>(r.dead_instances);
   metrics_.jobs_rescued += static_cast<std::uint64_t>(r.requeued + r.failed);
   if (r.dead_instances > 0 || r.requeued > 0 || r.failed > 0 || !r.webhooks.empty()) {
-    std::fprintf(stderr,
-                 "[%s] rescue: %lld dead instances, %lld running jobs re-queued, %lld failed as "
-                 "interrupted too often, %zu webhooks taken over\n",
-                 me_.id.c_str(), static_cast<long long>(r.dead_instances),
-                 static_cast<long long>(r.requeued), static_cast<long long>(r.failed),
-                 r.webhooks.size());
+    log("rescue: %lld dead instances, %lld running jobs re-queued, %lld failed as interrupted "
+        "too often, %zu webhooks taken over",
+        static_cast<long long>(r.dead_instances), static_cast<long long>(r.requeued),
+        static_cast<long long>(r.failed), r.webhooks.size());
   }
   for (const auto& j : r.webhooks) notify_.deliver(j);
   if (r.requeued > 0) runner_.wake();
@@ -96,7 +95,7 @@ auto membership::heartbeat_loop() -> asio::awaitable<void> {
     boost::system::error_code ec;
     co_await tick_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     if (stopping_) break;
-    auto beat = db_.run([id = me_.id](store& s) { return s.heartbeat(id); });
+    auto beat = db_.run_without_sync([id = me_.id](store& s) { return s.heartbeat(id); });
     // Alive as of when the heartbeat was sent, not when its batch came back.
     const auto sent = std::chrono::steady_clock::now();
     auto rejoin = db_.run([me = me_](store& s) {
@@ -109,14 +108,14 @@ auto membership::heartbeat_loop() -> asio::awaitable<void> {
         // Declared dead while stalled: whatever it runs now belongs to the queue again.
         runner_.fence("declared dead by another instance (heartbeat too old)");
         co_await std::move(rejoin);
-        std::fprintf(stderr, "[%s] rejoined\n", me_.id.c_str());
+        log("rejoined");
       }
       last_heartbeat_ = sent;
       runner_.unfence();
       co_await rescue_once(options_.dead_after.count());
     } catch (const std::exception& e) {
       ++metrics_.heartbeat_failures;
-      std::fprintf(stderr, "[%s] heartbeat failed: %s\n", me_.id.c_str(), e.what());
+      log("heartbeat failed: %s", e.what());
     }
   }
 }

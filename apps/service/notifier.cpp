@@ -9,6 +9,7 @@
 
 #include "background.hpp"
 #include "http_client.hpp"
+#include "log.hpp"
 
 namespace asio = boost::asio;
 
@@ -56,8 +57,8 @@ auto notifier::run(job j) -> asio::awaitable<void> {
       why = e.code().message();
     }
     if (attempt >= options_.attempts) {
-      std::fprintf(stderr, "webhook for job %lld to %s failed after %d attempts (last: %s)\n",
-                   static_cast<long long>(j.id), j.notify_url.c_str(), attempt, why.c_str());
+      log("webhook for job %lld to %s failed after %d attempts (last: %s)",
+          static_cast<long long>(j.id), j.notify_url.c_str(), attempt, why.c_str());
       break;
     }
     ++metrics_.webhook_retries;

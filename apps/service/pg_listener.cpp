@@ -19,6 +19,7 @@
 #include <system_error>
 #include <utility>
 
+#include "log.hpp"
 #include "pg_connection.hpp"
 
 namespace asio = boost::asio;
@@ -297,20 +298,18 @@ void pg_listener::run() {
       {
         session s(*this);
         if (s.open()) {
-          if (failing) std::fprintf(stderr, "postgresql listener: listening again\n");
+          if (failing) log("postgresql listener: listening again");
           backoff = options_.first_backoff;
           post_state(true);
           s.serve();
           if (stopping_) break;
-          std::fprintf(stderr, "postgresql listener: connection lost, reconnecting: %s\n",
-                       s.error.c_str());
+          log("postgresql listener: connection lost, reconnecting: %s", s.error.c_str());
           failing = true;
           post_state(false);
         } else if (stopping_) {
           break;
         } else if (!failing) {
-          std::fprintf(stderr, "postgresql listener: cannot connect, retrying: %s\n",
-                       s.error.c_str());
+          log("postgresql listener: cannot connect, retrying: %s", s.error.c_str());
           failing = true;
         }
       }  // the connection is closed before the wait
@@ -320,7 +319,7 @@ void pg_listener::run() {
     }
   } catch (const std::exception& e) {
     // Nothing to hand it to on this thread; the owner sees the listener as not listening.
-    std::fprintf(stderr, "postgresql listener: stopped: %s\n", e.what());
+    log("postgresql listener: stopped: %s", e.what());
     post_state(false);
   }
 }

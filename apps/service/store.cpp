@@ -78,6 +78,7 @@ constexpr const char* interrupted_error =
 store::store(std::unique_ptr<sql_connection> connection, bool notify)
     : db_(std::move(connection)), notify_(notify && db_->dialect() == sql_dialect::postgres) {
   migrate(*db_);
+  if (!pg()) sqlite_synchronous_ = db_->exec("PRAGMA synchronous", {}).text(0, 0);
   db_->exec("INSERT INTO meta (key, value) VALUES ('service_id', $1) ON CONFLICT (key) DO NOTHING",
             {std::string_view(random_id())});
   service_id_ = db_->exec("SELECT value FROM meta WHERE key = 'service_id'", {}).text(0, 0);
@@ -91,19 +92,40 @@ static auto now_sql(sql_dialect d) -> std::string {
              : "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 }
 
-void store::begin_batch(bool writes) {
+void store::begin_batch(bool writes, bool durable) {
   notifications_.clear();
   events_in_batch_ = false;
   if (pg()) {
     db_->exec("BEGIN");
     try {
       if (writes) db_->exec("SELECT pg_advisory_xact_lock($1)", {write_lock});
+      if (!durable) db_->exec("SET LOCAL synchronous_commit = off");
     } catch (...) {
       rollback_batch();
       throw;
     }
   } else {
-    db_->exec(writes ? "BEGIN IMMEDIATE" : "BEGIN");
+    if (!durable && sqlite_synchronous_ != "1") {
+      db_->exec("PRAGMA synchronous=NORMAL");
+      relaxed_ = true;
+    }
+    try {
+      db_->exec(writes ? "BEGIN IMMEDIATE" : "BEGIN");
+    } catch (...) {
+      restore_synchronous();
+      throw;
+    }
+  }
+}
+
+void store::restore_synchronous() {
+  if (!relaxed_) return;
+  relaxed_ = false;
+  try {
+    db_->exec("PRAGMA synchronous=" + sqlite_synchronous_);
+  } catch (...) {
+    // Stays relaxed until the next batch that needs it restores it; nothing is lost meanwhile.
+    relaxed_ = true;
   }
 }
 
@@ -123,6 +145,7 @@ void store::commit_batch() {
     rollback_batch();
     throw;
   }
+  restore_synchronous();
   events_committed_ = events_committed_ || events_in_batch_;
 }
 
@@ -132,6 +155,7 @@ void store::rollback_batch() {
   } catch (...) {
     // Nothing to roll back, or the connection is gone (and the transaction with it).
   }
+  restore_synchronous();
 }
 
 void store::begin_operation() {

@@ -70,8 +70,10 @@ class store {
   [[nodiscard]] auto service_id() const -> const std::string& { return service_id_; }
 
   /// A batch: one transaction (and one sync to disk) for many changes. `writes`: the batch may
-  /// change something (PostgreSQL then takes the write lock).
-  void begin_batch(bool writes);
+  /// change something (PostgreSQL then takes the write lock). Not `durable`: the commit does not
+  /// wait for the disk (SQLite synchronous=NORMAL, which in WAL mode stays consistent but may
+  /// lose the last commits to a power loss; PostgreSQL synchronous_commit=off).
+  void begin_batch(bool writes, bool durable = true);
   /// Sends the batch's notifications and commits; throws (the batch is rolled back) on failure.
   void commit_batch();
   void rollback_batch();
@@ -146,6 +148,7 @@ class store {
       -> std::optional<job_change>;
   auto append_event(const job& after, std::int64_t at_ms) -> std::int64_t;
   void notify(std::string channel, std::string payload);
+  void restore_synchronous();
   [[nodiscard]] auto pg() const -> bool { return dialect() == sql_dialect::postgres; }
 
   std::unique_ptr<sql_connection> db_;
@@ -153,6 +156,8 @@ class store {
   std::string service_id_;
   std::vector<std::pair<std::string, std::string>> notifications_;
   bool events_in_batch_ = false, events_committed_ = false;
+  std::string sqlite_synchronous_;  ///< the configured PRAGMA synchronous, restored after a batch
+  bool relaxed_ = false;            ///< this batch runs with synchronous=NORMAL
 };
 
 }  // namespace service
