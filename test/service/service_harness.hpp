@@ -210,6 +210,12 @@ class service_process {
       // A killed instance is found dead after --dead-after-ms (30 s by default): tests that kill
       // one would wait that long for its jobs. Tests that set their own timings come after.
       args.insert(args.end(), {"--heartbeat-ms", "200", "--dead-after-ms", "2000"});
+      // PROCPOOL_TEST_DB=postgres_poll_only: the whole suite on polling alone, as behind a
+      // transaction pooler.
+      const char* backend = std::getenv("PROCPOOL_TEST_DB");
+      if (backend != nullptr && std::string_view(backend) == "postgres_poll_only") {
+        args.insert(args.end(), {"--notify", "off"});
+      }
     }
     args.insert(args.end(), flags_.begin(), flags_.end());
     std::vector<char*> argv;
@@ -396,10 +402,11 @@ class event_reader {
 };
 
 /// The database backend the service tests run against: SQLite files (the default) or, with
-/// PROCPOOL_TEST_DB=postgres, databases in a PostgreSQL server this test program starts.
+/// PROCPOOL_TEST_DB=postgres (or postgres_poll_only: with --notify off), databases in a
+/// PostgreSQL server this test program starts.
 inline auto testing_postgres() -> bool {
   const char* backend = std::getenv("PROCPOOL_TEST_DB");
-  return backend != nullptr && std::string_view(backend) == "postgres";
+  return backend != nullptr && std::string_view(backend).starts_with("postgres");
 }
 
 /// This test program's PostgreSQL server: started at first use, stopped at exit.
