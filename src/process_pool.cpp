@@ -988,7 +988,14 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         return;
       }
       case zygote_event_kind::spawn_failed: {
-        workers_.erase(e.spawn_id);
+        // As for a worker that exited: its channel, pipes and slot are free again (a slot kept
+        // here would give the next worker a number past workers - 1).
+        if (auto it = workers_.find(e.spawn_id); it != workers_.end()) {
+          auto w = it->second;
+          workers_.erase(it);
+          release_descriptors(*w);
+          if (w->slot < slots_.size()) slots_[w->slot] = false;
+        }
         start_failed(std::string("procpool: fork failed: ") + std::strerror(e.status));
         return;
       }
