@@ -140,11 +140,6 @@ void pg_connection::apply_settings() {
   (void)finish(results(PQsendQuery(conn_, sql.c_str()) != 0));
 }
 
-void pg_connection::set_session_settings(const pg_session_settings& settings) {
-  settings_ = settings;
-  if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) apply_settings();
-}
-
 auto pg_connection::exec(std::string_view sql, std::span<const sql_param> params) -> sql_result {
   if (transaction_lost_) {
     // The session died inside a transaction: everything it did is gone. Until the owner rolls
@@ -160,7 +155,7 @@ auto pg_connection::exec(std::string_view sql, std::span<const sql_param> params
   }
   if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     if (conn_ != nullptr && in_transaction_) {
-      // Only reachable when the loss was seen through raw(): say so, and wait for the rollback.
+      // A connection found broken inside a transaction: say so, and wait for the rollback.
       disconnect();
       transaction_lost_ = true;
       throw sql_error(sql_error::kind::connection, "",

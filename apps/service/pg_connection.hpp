@@ -65,13 +65,6 @@ class pg_connection final : public sql_connection {
   auto exec(std::string_view sql, std::span<const sql_param> params = {}) -> sql_result override;
   using sql_connection::exec;
 
-  /// Applies `settings` to this session now (throws sql_error) and to every later one. Call it
-  /// outside a transaction: a rollback would undo the SET in this session.
-  void set_session_settings(const pg_session_settings& settings);
-  /// The libpq connection, for what sql_connection cannot express (null while disconnected).
-  /// Statements run on it bypass the transaction tracking and the prepared statement cache.
-  [[nodiscard]] auto raw() -> PGconn* { return conn_; }
-
  private:
   void connect();
   void disconnect();

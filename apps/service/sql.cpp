@@ -12,10 +12,6 @@ auto sql_result::text(std::size_t row, std::size_t col) const -> std::string {
   return field ? *field : std::string();
 }
 
-auto sql_result::is_null(std::size_t row, std::size_t col) const -> bool {
-  return !rows.at(row).at(col).has_value();
-}
-
 auto sql_result::integer(std::size_t row, std::size_t col) const -> std::int64_t {
   const auto& field = rows.at(row).at(col);
   if (!field) return 0;

@@ -35,7 +35,6 @@ struct sql_result {
   [[nodiscard]] auto text(std::size_t row, std::size_t col) const -> std::string;
   /// Field `col` of row `row` as an integer (0 for NULL); throws sql_error if it is not one.
   [[nodiscard]] auto integer(std::size_t row, std::size_t col) const -> std::int64_t;
-  [[nodiscard]] auto is_null(std::size_t row, std::size_t col) const -> bool;
 };
 
 /// What failed, and what the caller can do about it.

@@ -271,7 +271,6 @@ auto store::rescue(const std::string& me, std::int64_t dead_after_ms, std::int64
       c = requeue(j);
       if (c) ++report.requeued;
     }
-    if (c) report.changes.push_back(std::move(*c));
   }
   const auto webhooks = db_->exec(
       std::string("UPDATE jobs SET owner = $1 WHERE notification = 'pending' AND state NOT IN "

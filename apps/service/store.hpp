@@ -41,7 +41,6 @@ struct rescue_report {
   std::int64_t requeued = 0;        ///< running jobs of dead instances, back in the queue
   std::int64_t failed = 0;          ///< of those, interrupted max_attempts times: failed
   std::vector<job> webhooks;        ///< final jobs with a pending webhook, now ours to deliver
-  std::vector<job_change> changes;  ///< the jobs' changes (for logs and tests)
 };
 
 /// Admission limits, checked in the same transaction as the insert.
