@@ -9,6 +9,7 @@
 #include <string>
 #include <typeinfo>
 
+#include "socket_message.hpp"
 #include "unique_fd.hpp"
 
 namespace procpool::detail {
@@ -69,14 +70,5 @@ void start_zygote();
 /// A new connection to the fork server for one pool. Starts the server first when that is still
 /// safe; throws init_required when it is not, worker_start_failed when the server is gone.
 auto connect_zygote() -> unique_fd;
-
-/// sendmsg of one message with `fds` attached (SCM_RIGHTS); false on failure (errno set).
-auto send_message(int sock, const void* data, std::size_t size, std::span<const int> fds = {})
-    -> bool;
-
-/// recvmsg of one message. Attached descriptors fill `fds` in order (the rest are set to -1);
-/// descriptors beyond fds.size() are closed, never leaked. Returns the byte count, 0 at end of
-/// stream, -1 on error (errno set; EAGAIN when nothing is queued).
-auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds) -> long;
 
 }  // namespace procpool::detail

@@ -105,10 +105,7 @@ class channel_reader {
 };
 
 void write_frame(int fd, frame_kind kind, std::uint64_t task_id, const byte_buffer& payload) {
-  frame_header h;
-  h.kind = kind;
-  h.task_id = task_id;
-  h.size = payload.size();
+  frame_header h = make_frame_header(kind, task_id, payload.size());
   iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(payload.data()), payload.size()}};
   int count = payload.empty() ? 1 : 2;
   iovec* v = iov;

@@ -221,10 +221,8 @@ auto forge_huge_string_result(std::uint64_t task_id) -> std::string {
   detail::byte_buffer payload;
   detail::encode_into(payload, std::uint64_t{1} << 30);
   payload.resize(payload.size() + 8, std::byte{'x'});
-  detail::frame_header h;
-  h.kind = detail::frame_kind::result;
-  h.task_id = task_id;
-  h.size = payload.size();
+  const detail::frame_header h =
+      detail::make_frame_header(detail::frame_kind::result, task_id, payload.size());
   (void)!::write(3, &h, sizeof h);
   (void)!::write(3, payload.data(), payload.size());
   for (char c; ::read(3, &c, 1) > 0;) {

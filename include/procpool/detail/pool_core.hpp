@@ -1,4 +1,4 @@
-// procpool - the non-template heart of a process pool (implemented in src/process_pool.cpp).
+// procpool - the non-template heart of a process pool (implemented in src/pool_core.cpp).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <span>
 
 namespace procpool::detail {
 
@@ -32,6 +34,24 @@ struct frame_header {
   std::uint64_t size = 0;
 };
 static_assert(sizeof(frame_header) == 24);
+
+/// The one place a frame header is made: `payload_size` bytes of `kind`, about task `task_id`
+/// (0 for a hello).
+constexpr auto make_frame_header(frame_kind kind, std::uint64_t task_id, std::uint64_t payload_size)
+    -> frame_header {
+  frame_header h;
+  h.kind = kind;
+  h.task_id = task_id;
+  h.size = payload_size;
+  return h;
+}
+
+/// Writes the header of a frame built in one buffer whose first sizeof(frame_header) bytes were
+/// left for it; the payload is everything after them.
+inline void put_frame_header(std::span<std::byte> frame, frame_kind kind, std::uint64_t task_id) {
+  const frame_header h = make_frame_header(kind, task_id, frame.size() - sizeof(frame_header));
+  std::memcpy(frame.data(), &h, sizeof h);
+}
 
 /// Start of a task frame's payload; the encoded argument tuple follows it.
 struct task_prefix {

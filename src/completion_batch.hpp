@@ -1,0 +1,52 @@
+// procpool - completions gathered under the pool's lock and run after it is released, as Asio's
+// reactor hands completed operations to its scheduler after unlocking. Each completion only hands
+// its outcome on (the public layer posts it to the caller's executor), but running none under the
+// lock means no caller-supplied code ever runs there, whatever a completion does.
+#pragma once
+
+#include <boost/container/small_vector.hpp>
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include "procpool/detail/pool_core.hpp"
+
+namespace procpool::detail {
+
+class completion_batch {
+ public:
+  void add(task_completion done, std::exception_ptr ep, byte_buffer result = {}) {
+    if (done) tasks_.push_back({std::move(done), std::move(ep), std::move(result)});
+  }
+  void add(room_completion done, std::exception_ptr ep) {
+    if (done) rooms_.emplace_back(std::move(done), std::move(ep));
+  }
+  void add(shutdown_completion done) {
+    if (done) shutdowns_.push_back(std::move(done));
+  }
+  [[nodiscard]] auto empty() const -> bool {
+    return tasks_.empty() && rooms_.empty() && shutdowns_.empty();
+  }
+
+  /// Runs everything gathered: tasks' outcomes first, then producers waiting for room, then
+  /// shutdowns (a shutdown completes after the outcomes of the tasks it waited for). Call with no
+  /// lock held.
+  void run() && {
+    for (auto& t : tasks_) std::move(t.done)(std::move(t.ep), std::move(t.result));
+    for (auto& [done, ep] : rooms_) std::move(done)(std::move(ep));
+    for (auto& done : shutdowns_) std::move(done)();
+  }
+
+ private:
+  struct task_outcome {
+    task_completion done;
+    std::exception_ptr ep;
+    byte_buffer result;
+  };
+  // Most critical sections complete at most one task: no allocation for the batch itself.
+  boost::container::small_vector<task_outcome, 2> tasks_;
+  std::vector<std::pair<room_completion, std::exception_ptr>> rooms_;
+  std::vector<shutdown_completion> shutdowns_;
+};
+
+}  // namespace procpool::detail

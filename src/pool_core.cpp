@@ -1,0 +1,933 @@
+// procpool - the pool's core: one lock, the options, the stats, and the glue between its units
+// (task_queue, worker_link, worker_output, process_handle, zygote_client). The units return what
+// happened; this file decides what follows. See docs/design.md, "Inside the pool".
+#include "procpool/detail/pool_core.hpp"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "completion_batch.hpp"
+#include "diagnose_exit.hpp"
+#include "frame_check.hpp"
+#include "internal.hpp"
+#include "output_forwarder.hpp"
+#include "process_handle.hpp"
+#include "procpool/error.hpp"
+#include "stop_sequence.hpp"
+#include "task_queue.hpp"
+#include "worker_lifecycle.hpp"
+#include "worker_link.hpp"
+#include "zygote_client.hpp"
+
+namespace procpool::detail {
+namespace asio = boost::asio;
+
+namespace {
+
+// One worker process as the pool sees it. Guarded by pool_core::mutex_.
+struct worker {
+  worker(const asio::any_io_executor& ex, worker_descriptors& fds, tail_policy policy)
+      : link(ex, std::move(fds.channel)),
+        output(ex, std::move(fds.out), std::move(fds.err), policy) {}
+
+  void on(worker_event e) { phase = next_phase(phase, e); }
+
+  std::uint64_t spawn_id = 0;
+  std::size_t slot = 0;
+  worker_phase phase = worker_phase::forking;
+  process_handle process;
+  worker_link link;
+  worker_output output;
+  std::shared_ptr<task> current;  // while busy (and while stopping, until its exit delivers it)
+  std::size_t tasks_run = 0;
+  std::string kill_reason;     // why the pool killed it, for the error its task gets
+  bool hung_up_alive = false;  // its channel ended while the process still ran
+};
+
+constexpr unsigned max_consecutive_start_failures = 5;
+
+// Tasks of at least this many bytes go through the worker's shared region (see worker_link).
+constexpr std::size_t shared_task_threshold = std::size_t{1} << 20;
+
+}  // namespace
+
+class pool_core : public std::enable_shared_from_this<pool_core> {
+ public:
+  pool_core(asio::any_io_executor ex, const pool_options& options)
+      : ex_(std::move(ex)),
+        options_(options),
+        tasks_(options.max_queue),
+        zygote_(ex_),
+        emitter_(options.output),
+        respawn_timer_(ex_),
+        spare_timer_(ex_) {
+    target_ = options_.workers != 0 ? options_.workers
+                                    : std::max(1U, std::thread::hardware_concurrency());
+    slots_.assign(target_, false);
+  }
+
+  void start() {
+    unique_fd conn = connect_zygote();
+    std::unique_lock lock(mutex_);
+    zygote_.assign(std::move(conn));
+    read_events();
+    for (std::size_t i = 0; i < target_ + options_.spare_workers; ++i) spawn_worker();
+    unlock_and_complete(lock);
+  }
+
+  auto reserve_task_id() -> std::uint64_t {
+    return next_task_id_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void submit(std::uint64_t id, task_request request, task_completion done) {
+    auto t = std::make_shared<task>();
+    t->id = id;
+    t->request = std::move(request);
+    t->done = std::move(done);
+    std::unique_lock lock(mutex_);
+    if (auto refusal = refuse(*t)) {
+      finish(*t, std::move(refusal));
+    } else {
+      tasks_.admit(std::move(t));
+      if (start_blocked_) {
+        start_blocked_ = false;
+        consecutive_start_failures_ = 0;
+        replenish();
+      }
+      dispatch();
+    }
+    unlock_and_complete(lock);
+  }
+
+  void cancel(std::uint64_t id, asio::cancellation_type type) {
+    std::unique_lock lock(mutex_);
+    if (auto t = tasks_.take_unstarted(id)) {
+      ++stats_.cancelled;
+      finish(*t, std::make_exception_ptr(cancelled("procpool: task cancelled before it started")));
+      release_room();
+    } else if (t = tasks_.find(id);
+               t && !t->ending &&
+               (type & asio::cancellation_type::terminal) != asio::cancellation_type::none) {
+      if (auto w = worker_running(*t)) {
+        t->ending = std::make_exception_ptr(
+            cancelled("procpool: task cancelled while running; its worker (pid " +
+                      std::to_string(w->process.pid()) + ") was killed"));
+        ++stats_.cancelled;
+        stop(*w, SIGKILL);
+      }
+    }
+    unlock_and_complete(lock);
+  }
+
+  void shutdown(shutdown_mode mode, shutdown_completion done) {
+    std::unique_lock lock(mutex_);
+    if (destroyed_) {
+      completions_.add(std::move(done));
+    } else {
+      closing_ = true;
+      fail_room_waiters();
+      if (mode == shutdown_mode::immediate) abandon_tasks(SIGKILL);
+      shutdown_waiters_.push_back(std::move(done));
+      dispatch();
+      check_shutdown_done();
+    }
+    unlock_and_complete(lock);
+  }
+
+  void destroy() noexcept {
+    std::unique_lock lock(mutex_);
+    if (destroyed_) return;
+    destroyed_ = true;
+    closing_ = true;
+    respawn_timer_.cancel();
+    spare_timer_.cancel();
+    zygote_.cancel();
+    for (const auto& step : stop_sequence(options_.stop_grace)) {
+      const auto deadline = std::chrono::steady_clock::now() + step.wait;
+      switch (step.action) {
+        case stop_action::terminate:
+          abandon_tasks(SIGTERM);
+          for (auto& [id, w] : workers_) w->link.close();
+          wait_for_exits(lock, deadline);
+          break;
+        case stop_action::kill:
+          for (auto& [id, w] : workers_) stop(*w, SIGKILL);
+          wait_for_exits(lock, deadline);
+          break;
+        case stop_action::hang_up_fork_server:
+          // Nothing else touches the connection once destroyed_ is set.
+          lock.unlock();
+          zygote_.hang_up_and_wait(deadline);
+          lock.lock();
+          break;
+      }
+    }
+    zygote_.close();
+    for (auto& [id, w] : workers_) {
+      release_descriptors(*w);
+      if (auto t = std::exchange(w->current, nullptr)) finish(*t, ending_of(*t));
+    }
+    workers_.clear();
+    for (auto& t : tasks_.take_all()) {
+      finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool was destroyed")));
+    }
+    check_shutdown_done();
+    unlock_and_complete(lock);
+  }
+
+  auto stats() const -> pool_stats {
+    std::lock_guard lock(mutex_);
+    pool_stats s = stats_;
+    s.workers = workers_.size();
+    for (const auto& [id, w] : workers_) {
+      if (w->current) {
+        ++s.busy;
+      } else if (w->phase == worker_phase::idle) {
+        ++s.idle;
+      }
+    }
+    s.queued = tasks_.queued();
+    s.waiting = tasks_.parked();
+    return s;
+  }
+
+  auto take_frame_buffer() -> byte_buffer {
+    // Most pools never keep a buffer (small tasks): then a submit does not take the lock here.
+    if (spare_frame_count_.load(std::memory_order_relaxed) == 0) return {};
+    std::lock_guard lock(mutex_);
+    if (spare_frames_.empty()) return {};
+    byte_buffer b = std::move(spare_frames_.back());
+    spare_frames_.pop_back();
+    spare_frame_count_.store(spare_frames_.size(), std::memory_order_relaxed);
+    return b;
+  }
+
+  void wait_for_room(std::uint64_t id, room_completion done) {
+    std::unique_lock lock(mutex_);
+    if (closing_) {
+      completions_.add(std::move(done),
+                       std::make_exception_ptr(
+                           pool_closed("procpool: waited for room in a pool that was shut down")));
+    } else if (tasks_.has_room()) {
+      completions_.add(std::move(done), nullptr);
+    } else {
+      tasks_.add_room_waiter(id, std::move(done));
+    }
+    unlock_and_complete(lock);
+  }
+
+  void cancel_room_wait(std::uint64_t id) {
+    std::unique_lock lock(mutex_);
+    completions_.add(tasks_.take_room_waiter(id),
+                     std::make_exception_ptr(
+                         cancelled("procpool: the wait for room in the queue was cancelled")));
+    unlock_and_complete(lock);
+  }
+
+  auto worker_pids() const -> std::vector<int> {
+    std::lock_guard lock(mutex_);
+    std::vector<int> pids;
+    for (const auto& [id, w] : workers_) {
+      if (w->process.pid() != 0) pids.push_back(w->process.pid());
+    }
+    return pids;
+  }
+
+ private:
+  // ---- the lock's epilogue ----
+
+  // Every path that takes mutex_ and may complete something leaves through here: the completions
+  // and output lines gathered under the lock are handed on after it is released, lines first (a
+  // task's output reaches the sink before its outcome is posted).
+  void unlock_and_complete(std::unique_lock<std::mutex>& lock) {
+    completion_batch batch = std::exchange(completions_, {});
+    const bool has_lines = !pending_output_.empty();
+    lock.unlock();
+    // If another thread took our lines, flush_output waits for it to hand them on.
+    if (has_lines) flush_output();
+    std::move(batch).run();
+  }
+
+  // Runs `f` under the lock unless the pool has been destroyed, then completes what it gathered:
+  // the shape of every asynchronous handler below.
+  template <class F>
+  void guarded(F&& f) {
+    std::unique_lock lock(mutex_);
+    if (destroyed_) return;
+    f();
+    unlock_and_complete(lock);
+  }
+
+  // Hands collected lines to the sink, outside the pool's lock and in the order they were read.
+  void flush_output() {
+    std::lock_guard order(emitter_.order_mutex());
+    std::vector<collected_line> lines;
+    {
+      std::lock_guard lock(mutex_);
+      lines.swap(pending_output_);
+    }
+    emitter_.emit(lines);
+  }
+
+  // ---- everything below runs with mutex_ held ----
+
+  void finish(task& t, std::exception_ptr ep, byte_buffer result = {}) {
+    if (t.deadline) t.deadline->cancel();
+    completions_.add(std::move(t.done), std::move(ep), std::move(result));
+  }
+
+  static auto ending_of(const task& t) -> std::exception_ptr {
+    return t.ending ? t.ending
+                    : std::make_exception_ptr(pool_closed("procpool: the pool was destroyed"));
+  }
+
+  // Why a new task cannot be taken in; null when it can.
+  auto refuse(const task& t) -> std::exception_ptr {
+    if (closing_) {
+      return std::make_exception_ptr(pool_closed("procpool: submit after the pool was shut down"));
+    }
+    if (!zygote_error_.empty()) return std::make_exception_ptr(worker_start_failed(zygote_error_));
+    if (t.request.frame.size() - sizeof(frame_header) > options_.max_message_bytes) {
+      return std::make_exception_ptr(serialization_error(
+          "procpool: the task's arguments encode to " + std::to_string(t.request.frame.size()) +
+          " bytes, more than pool_options::max_message_bytes"));
+    }
+    if (!tasks_.has_room() && options_.when_queue_full == queue_full_action::fail) {
+      ++stats_.rejected;
+      return std::make_exception_ptr(
+          queue_full("procpool: the queue holds pool_options::max_queue = " +
+                     std::to_string(options_.max_queue) + " tasks; the pool is overloaded"));
+    }
+    return nullptr;
+  }
+
+  auto worker_running(const task& t) const -> std::shared_ptr<worker> {
+    for (const auto& [id, w] : workers_) {
+      if (w->current.get() == &t) return w;
+    }
+    return nullptr;
+  }
+
+  // The function's readable name, for error messages (output lines are named by the emitter).
+  static auto name_of(task& t) -> const std::string& {
+    if (t.name.empty()) t.name = function_name(t.request.function, t.request.callable_type);
+    return t.name;
+  }
+
+  static auto label_of(const worker& w) -> output_label {
+    output_label l{w.slot, w.process.pid(), 0, nullptr};
+    if (w.current) {
+      l.function = w.current->request.function;
+      l.callable_type = w.current->request.callable_type;
+    }
+    return l;
+  }
+
+  // ---- the queue and backpressure ----
+
+  // Moves parked tasks into the queue while it has room; releases the room waiters if some is left.
+  void release_room() {
+    for (auto& done : tasks_.admit_parked()) completions_.add(std::move(done), nullptr);
+  }
+
+  void fail_room_waiters() {
+    for (auto& done : tasks_.take_room_waiters()) {
+      completions_.add(std::move(done),
+                       std::make_exception_ptr(pool_closed(
+                           "procpool: the pool shut down while waiting for room in its queue")));
+    }
+  }
+
+  // Fails tasks not started with pool_closed, and marks running tasks to end that way once
+  // `signal` has stopped their workers.
+  void abandon_tasks(int signal) {
+    fail_room_waiters();
+    for (auto& t : tasks_.take_all_unstarted()) {
+      finish(*t, std::make_exception_ptr(
+                     pool_closed("procpool: the pool shut down before the task started")));
+    }
+    for (auto& [id, w] : workers_) {
+      if (!w->current || w->current->ending) continue;
+      w->current->ending = std::make_exception_ptr(
+          pool_closed("procpool: the pool shut down while the task ran; its worker (pid " +
+                      std::to_string(w->process.pid()) + ") was stopped"));
+      stop(*w, signal);
+    }
+  }
+
+  void fail_queue(const std::string& why) {
+    for (auto& t : tasks_.take_all_unstarted()) {
+      finish(*t, std::make_exception_ptr(worker_start_failed(why)));
+    }
+    release_room();
+  }
+
+  void dispatch() {
+    // Workers running a task that is not being ended; spares make the rest wait for a slot.
+    std::size_t running = 0;
+    for (auto& [id, w] : workers_) {
+      if (w->phase == worker_phase::busy) ++running;
+    }
+    for (auto& [id, w] : workers_) {
+      if (w->phase != worker_phase::idle) continue;
+      if (tasks_.queued() != 0 && running < target_) {
+        ++running;
+        assign(w, tasks_.pop());
+        release_room();  // so a later idle worker in this loop finds the next parked task
+      } else if (closing_ && tasks_.queued() == 0) {
+        retire(*w);
+      }
+    }
+    release_room();
+  }
+
+  // ---- sending a task ----
+
+  void assign(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t) {
+    w->current = t;
+    w->on(worker_event::assigned);
+    byte_buffer& frame = t->request.frame;
+    put_frame_header(frame, frame_kind::task, t->id);
+    start_deadline(w, t);
+    const unsigned attempt = ++t->attempts;
+    const std::span<const std::byte> payload = std::span(frame).subspan(sizeof(frame_header));
+    if (payload.size() >= shared_task_threshold) {
+      switch (w->link.send_shared(t->id, payload)) {
+        case worker_link::shared_result::sent:
+          sent_frame(*t);
+          return;
+        case worker_link::shared_result::lost:
+          channel_lost(*w);
+          return;
+        case worker_link::shared_result::unavailable:
+          break;  // through the channel, then
+      }
+    }
+    std::size_t sent = 0;
+    switch (w->link.try_send(frame, sent)) {
+      case worker_link::send_result::sent:
+        sent_frame(*t);
+        return;
+      case worker_link::send_result::lost:
+        channel_lost(*w);
+        return;
+      case worker_link::send_result::partly_sent:
+        break;
+    }
+    asio::async_write(
+        w->link.socket(), asio::buffer(frame.data() + sent, frame.size() - sent),
+        [self = shared_from_this(), w, t, attempt](boost::system::error_code ec, std::size_t) {
+          std::lock_guard lock(self->mutex_);
+          // The worker has the frame now, unless a later attempt (another write) owns it.
+          if (t->attempts == attempt) self->sent_frame(*t);
+          if (self->destroyed_ || !ec) return;
+          self->channel_lost(*w);
+        });
+  }
+
+  // The task's frame has reached its worker: keep the buffer for the next task, unless a crash may
+  // send the frame again.
+  void sent_frame(task& t) {
+    if (t.request.crash_retries != 0) return;
+    keep_frame_buffer(std::exchange(t.request.frame, {}));
+  }
+
+  // Large frame buffers are kept for the next tasks: on a machine where a page fault is expensive,
+  // faulting in a fresh 64 MiB buffer costs several times what copying into a warm one does. At
+  // most one per worker is kept, so the pool holds no more than it had in flight.
+  void keep_frame_buffer(byte_buffer b) {
+    constexpr std::size_t worth_keeping = 256 * 1024;
+    if (b.capacity() < worth_keeping || spare_frames_.size() >= target_) return;
+    spare_frames_.push_back(std::move(b));
+    spare_frame_count_.store(spare_frames_.size(), std::memory_order_relaxed);
+  }
+
+  // The task timeout counts from here, the moment a worker takes the task.
+  void start_deadline(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t) {
+    const auto limit = t->request.timeout.count() > 0 ? t->request.timeout : options_.task_timeout;
+    if (limit.count() <= 0) return;
+    t->deadline = std::make_unique<asio::steady_timer>(ex_, limit);
+    t->deadline->async_wait([self = shared_from_this(), w, t, limit](boost::system::error_code ec) {
+      self->guarded([&] {
+        if (ec || w->current != t || t->ending) return;
+        t->ending = std::make_exception_ptr(timeout_error(
+            "procpool: " + name_of(*t) + " exceeded its task timeout of " +
+            std::to_string(limit.count()) + " ms; its worker (pid " +
+            std::to_string(w->process.pid()) + ") and everything it started were killed"));
+        ++self->stats_.timed_out;
+        self->stop(*w, SIGKILL);
+      });
+    });
+  }
+
+  // ---- stopping workers ----
+
+  void retire(worker& w) {
+    w.on(worker_event::retire);
+    w.link.shutdown_send();
+  }
+
+  void stop(worker& w, int signal) {
+    w.on(worker_event::stop);
+    w.process.signal(signal);
+  }
+
+  // The worker broke the protocol: it is killed, and its task fails with worker_crashed.
+  void violation(worker& w, std::string reason) {
+    if (w.kill_reason.empty()) w.kill_reason = std::move(reason);
+    // Kill before closing: a worker blocked writing to the channel would otherwise die of SIGPIPE
+    // first, and its status would name that instead of the pool's kill.
+    stop(w, SIGKILL);
+    w.link.close();
+  }
+
+  void channel_lost(worker& w) {
+    // It died or closed its channel; either way it cannot serve. Its exit event finishes it.
+    if (w.phase == worker_phase::retiring) return;
+    if (w.process.pid() != 0 && w.kill_reason.empty() && !process_is_exiting(w.process.pid())) {
+      w.hung_up_alive = true;
+    }
+    stop(w, SIGKILL);
+  }
+
+  // Closes everything the pool holds for a worker now, rather than when the last pending handler
+  // that refers to it runs, so a finished pool leaves no descriptor behind at any moment.
+  void release_descriptors(worker& w) {
+    w.link.close();
+    w.output.close(label_of(w), pending_output_);
+    w.process.release();
+  }
+
+  // ---- starting workers ----
+
+  void spawn_worker() {
+    std::string error;
+    auto fds = make_worker_descriptors(error);
+    if (!fds) {
+      start_failed(error);
+      return;
+    }
+    worker_setup setup;
+    setup.memory_limit_bytes = options_.memory_limit_bytes;
+    setup.memory_max_bytes = options_.memory_max_bytes;
+    setup.heap_retain_bytes = options_.worker_heap_retain_bytes;
+    setup.cpu_seconds = static_cast<std::uint64_t>(options_.cpu_time_limit.count());
+    setup.initializer = reinterpret_cast<std::uintptr_t>(options_.initializer);
+    const std::uint64_t spawn_id = zygote_.spawn(
+        setup, {fds->worker_channel.get(), fds->worker_out.get(), fds->worker_err.get()});
+    if (spawn_id == 0) {
+      lose_zygote(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
+      return;
+    }
+    auto w = std::make_shared<worker>(
+        ex_, *fds, tail_policy{options_.crash_output_lines, options_.crash_output_includes_stdout});
+    w->spawn_id = spawn_id;
+    w->slot = take_slot();
+    workers_[spawn_id] = w;
+    watch_channel(w);
+    watch_output(w, output_stream::out);
+    watch_output(w, output_stream::err);
+  }
+
+  // The lowest free slot; a new one while a recycled worker still holds its own.
+  auto take_slot() -> std::size_t {
+    const auto slot =
+        static_cast<std::size_t>(std::find(slots_.begin(), slots_.end(), false) - slots_.begin());
+    if (slot == slots_.size()) slots_.push_back(false);
+    slots_[slot] = true;
+    return slot;
+  }
+
+  void free_slot(const worker& w) {
+    if (w.slot < slots_.size()) slots_[w.slot] = false;
+  }
+
+  void replenish() {
+    if (!zygote_error_.empty() || start_blocked_ || respawn_pending_) return;
+    if (closing_ && tasks_.queued() == 0) return;
+    std::size_t live = live_workers();
+    for (; live < target_; ++live) {
+      ++stats_.respawned;
+      spawn_worker();
+    }
+    if (live >= target_ + options_.spare_workers || spare_pending_) return;
+    // A lost worker's place was just taken by a spare; starting the new spare a moment later
+    // keeps its fork and start-up off the CPUs while the spare answers the next task.
+    spare_pending_ = true;
+    spare_timer_.expires_after(std::chrono::milliseconds(5));
+    spare_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      self->guarded([&] {
+        self->spare_pending_ = false;
+        if (ec || self->closing_) return;
+        self->replenish_spares();
+      });
+    });
+  }
+
+  [[nodiscard]] auto live_workers() const -> std::size_t {
+    return static_cast<std::size_t>(
+        std::count_if(workers_.begin(), workers_.end(),
+                      [](const auto& kv) { return will_serve(kv.second->phase); }));
+  }
+
+  void replenish_spares() {
+    if (!zygote_error_.empty() || start_blocked_) return;
+    for (std::size_t live = live_workers(); live < target_ + options_.spare_workers; ++live) {
+      ++stats_.respawned;
+      spawn_worker();
+    }
+  }
+
+  void start_failed(const std::string& why) {
+    if (++consecutive_start_failures_ >= max_consecutive_start_failures) {
+      start_blocked_ = true;
+      fail_queue(why);
+    } else if (!respawn_pending_) {
+      // Back off before the next attempt (10 ms, 20 ms, 40 ms, ...): a worker that dies at once
+      // would otherwise be restarted in a tight loop.
+      respawn_pending_ = true;
+      respawn_timer_.expires_after(
+          std::chrono::milliseconds(10 << (consecutive_start_failures_ - 1)));
+      respawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+        self->guarded([&] {
+          self->respawn_pending_ = false;
+          if (!ec) self->replenish();
+        });
+      });
+    }
+    check_shutdown_done();
+  }
+
+  // ---- a worker's output ----
+
+  void watch_output(const std::shared_ptr<worker>& w, output_stream s) {
+    w->output.pipe(s).async_wait(asio::posix::descriptor_base::wait_read,
+                                 [self = shared_from_this(), w, s](boost::system::error_code ec) {
+                                   self->guarded([&] {
+                                     if (ec) return;
+                                     if (w->output.read(s, label_of(*w), self->pending_output_)) {
+                                       self->watch_output(w, s);
+                                     }
+                                   });
+                                 });
+  }
+
+  // ---- frames from a worker ----
+
+  // A worker's channel is read into its buffer with async_read_some, which Asio performs without
+  // a speculative attempt once a read has drained the socket: a small result costs one recv().
+  // Each completion handles every complete frame in the buffer.
+  void watch_channel(const std::shared_ptr<worker>& w) {
+    w->link.socket().async_read_some(
+        w->link.read_buffer(),
+        [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
+          self->guarded([&] {
+            if (ec) {
+              self->channel_lost(*w);  // end of file, an error, or closed by the pool
+              return;
+            }
+            w->link.received(n);
+            if (self->handle_frames(*w)) self->watch_channel(w);
+          });
+        });
+  }
+
+  // Handles the complete frames received; false after a protocol violation.
+  auto handle_frames(worker& w) -> bool {
+    std::string wrong;
+    for (;;) {
+      const channel_state state{has_greeted(w.phase), w.current ? w.current->id : 0,
+                                options_.max_message_bytes};
+      auto frame = w.link.next_frame(state, wrong);
+      if (!frame) break;
+      if (!on_frame(w, *frame)) return false;
+    }
+    if (wrong.empty()) return true;
+    violation(w, std::move(wrong));
+    return false;
+  }
+
+  // One complete, header-checked frame; false after a protocol violation.
+  auto on_frame(worker& w, const worker_link::received_frame& f) -> bool {
+    switch (f.header.kind) {
+      case frame_kind::hello:
+        if (auto wrong = check_hello(f.payload, build_id()); !wrong.empty()) {
+          violation(w, std::move(wrong));
+          return false;
+        }
+        w.on(worker_event::greeted);
+        if (w.phase == worker_phase::idle) consecutive_start_failures_ = 0;
+        dispatch();
+        return true;
+      case frame_kind::result:
+      case frame_kind::exception:
+        return on_outcome(w, f);
+      default:
+        return true;  // check_header admits no other kind
+    }
+  }
+
+  auto on_outcome(worker& w, const worker_link::received_frame& f) -> bool {
+    auto t = w.current;          // check_header: the frame names the task this worker runs
+    if (t->ending) return true;  // its worker is being killed; the decided outcome stands
+    w.output.collect(label_of(w), pending_output_);
+    std::exception_ptr ep;
+    if (f.header.kind == frame_kind::exception) {
+      std::string wrong;
+      ep = decode_exception(f.payload, name_of(*t), w.process.pid(), wrong);
+      if (!ep) {
+        violation(w, std::move(wrong));
+        return false;
+      }
+      ++stats_.failed;
+    } else {
+      ++stats_.completed;
+    }
+    w.current.reset();
+    w.on(worker_event::finished);
+    tasks_.forget(t->id);
+    finish(*t, ep, ep ? byte_buffer{} : byte_buffer(f.payload.begin(), f.payload.end()));
+    ++w.tasks_run;
+    if (worn_out(w) && !closing_) {
+      ++stats_.recycled;
+      retire(w);
+      replenish();  // the replacement starts now, while the old worker exits
+    }
+    dispatch();
+    return true;
+  }
+
+  auto worn_out(const worker& w) const -> bool {
+    return (options_.max_tasks_per_worker != 0 && w.tasks_run >= options_.max_tasks_per_worker) ||
+           (options_.max_worker_rss_bytes != 0 &&
+            resident_bytes(w.process.pid()) > options_.max_worker_rss_bytes);
+  }
+
+  // ---- events from the fork server ----
+
+  void read_events() {
+    zygote_.connection().async_wait(
+        asio::posix::descriptor_base::wait_read,
+        [self = shared_from_this()](boost::system::error_code ec) {
+          self->guarded([&] {
+            if (!self->zygote_.is_open()) return;
+            if (ec) {
+              self->lose_zygote("procpool: lost the fork server: " + ec.message());
+            } else if (self->handle_events()) {
+              self->read_events();
+            }
+          });
+        });
+  }
+
+  // Handles every event queued now; false once the fork server has gone.
+  auto handle_events() -> bool {
+    std::vector<received_event> events;
+    const bool alive = zygote_.drain(events);
+    for (auto& e : events) on_event(e.event, std::move(e.fd));
+    if (alive) return true;
+    lose_zygote("procpool: the fork server exited");
+    return false;
+  }
+
+  void on_event(const zygote_event& e, unique_fd fd) {
+    switch (e.kind) {
+      case zygote_event_kind::spawned: {
+        auto it = workers_.find(e.spawn_id);
+        if (it == workers_.end()) return;
+        auto& w = *it->second;
+        w.process.adopt(e.pid, std::move(fd));
+        w.on(worker_event::forked);
+        if (w.phase == worker_phase::idle) consecutive_start_failures_ = 0;
+        dispatch();
+        return;
+      }
+      case zygote_event_kind::spawn_failed: {
+        // As for a worker that exited: its channel, pipes and slot are free again (a slot kept
+        // here would give the next worker a number past workers - 1).
+        if (auto it = workers_.find(e.spawn_id); it != workers_.end()) {
+          auto w = it->second;
+          workers_.erase(it);
+          release_descriptors(*w);
+          free_slot(*w);
+        }
+        start_failed(std::string("procpool: fork failed: ") + std::strerror(e.status));
+        return;
+      }
+      case zygote_event_kind::exited: {
+        auto it = std::find_if(workers_.begin(), workers_.end(),
+                               [&](const auto& kv) { return kv.second->process.pid() == e.pid; });
+        if (it == workers_.end()) return;
+        auto w = it->second;
+        workers_.erase(it);
+        on_worker_exit(*w, e.status, e.memory);
+        return;
+      }
+    }
+  }
+
+  void on_worker_exit(worker& w, int status, std::uint32_t memory) {
+    w.output.collect(label_of(w), pending_output_);
+    release_descriptors(w);
+    free_slot(w);
+    const exit_diagnosis why = diagnose_exit({status, memory, w.kill_reason, w.hung_up_alive,
+                                              options_.cpu_time_limit, options_.memory_max_bytes});
+    const pid_t pid = w.process.pid();
+    if (auto t = std::exchange(w.current, nullptr)) {
+      if (!t->ending && t->request.crash_retries > 0 && !closing_ && !t->request.frame.empty()) {
+        // Run it again on another worker, ahead of everything queued.
+        --t->request.crash_retries;
+        tasks_.push_front(t);
+        ++stats_.retried;
+        replenish();
+        dispatch();
+        check_shutdown_done();
+        return;
+      }
+      tasks_.forget(t->id);
+      if (t->ending) {
+        finish(*t, t->ending);
+      } else {
+        ++stats_.crashed;
+        finish(*t, std::make_exception_ptr(worker_crashed(pid, why.signal, why.exit_code,
+                                                          name_of(*t), why.reason, w.output.tail(),
+                                                          why.out_of_memory)));
+      }
+    }
+    if (dies_unstarted(w.phase) && !destroyed_) {
+      const worker_crashed crash(pid, why.signal, why.exit_code, "its start-up", why.reason,
+                                 w.output.tail());
+      start_failed(std::string("procpool: a worker failed to start: ") + crash.what());
+      return;
+    }
+    if (!destroyed_) replenish();
+    dispatch();
+    check_shutdown_done();
+  }
+
+  // Waits (unlocking while it polls) until every worker has been reaped or `deadline` passes.
+  void wait_for_exits(std::unique_lock<std::mutex>& lock,
+                      std::chrono::steady_clock::time_point deadline) {
+    while (!workers_.empty() && zygote_.is_open()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return;
+      lock.unlock();
+      zygote_.wait_readable(left);
+      lock.lock();
+      if (!handle_events()) return;
+    }
+  }
+
+  void lose_zygote(const std::string& why) {
+    if (!zygote_error_.empty()) return;
+    zygote_error_ = why;
+    fail_queue(why);
+    // Without the fork server nobody reports these workers' deaths; they die with it (their parent
+    // death signal), so end their tasks now.
+    for (auto& [id, w] : workers_) {
+      release_descriptors(*w);
+      if (auto t = std::exchange(w->current, nullptr)) {
+        tasks_.forget(t->id);
+        finish(*t, t->ending ? t->ending : std::make_exception_ptr(worker_start_failed(why)));
+      }
+    }
+    workers_.clear();
+    slots_.assign(slots_.size(), false);
+    check_shutdown_done();
+  }
+
+  void check_shutdown_done() {
+    if (!closing_ || !workers_.empty() || !tasks_.empty()) return;
+    // Nothing left to hear about: release the fork-server connection, so the pool holds no pending
+    // operation and io_context::run() can return once the program's own work is done.
+    if (!destroyed_) zygote_.close();
+    respawn_timer_.cancel();
+    spare_timer_.cancel();
+    for (auto& done : std::exchange(shutdown_waiters_, {})) completions_.add(std::move(done));
+  }
+
+  mutable std::mutex mutex_;  // guards everything below but the atomics and emitter_
+  asio::any_io_executor ex_;
+  pool_options options_;
+  std::size_t target_ = 1;  // workers that may run tasks at once (pool_options::workers)
+  task_queue tasks_;
+  std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
+  std::vector<bool> slots_;                                   // which worker slots are taken
+  zygote_client zygote_;
+  completion_batch completions_;                // gathered under the lock, run after it
+  std::vector<collected_line> pending_output_;  // read under the lock, emitted after it
+  output_emitter emitter_;  // its own order mutex, taken before mutex_, never while holding it
+  asio::steady_timer respawn_timer_;
+  asio::steady_timer spare_timer_;                 // starts replacement spares (see replenish)
+  std::vector<byte_buffer> spare_frames_;          // sent frames' buffers, for reuse
+  std::atomic<std::size_t> spare_frame_count_{0};  // spare_frames_.size(), read without the lock
+  std::atomic<std::uint64_t> next_task_id_{1};
+  bool closing_ = false;
+  bool destroyed_ = false;
+  bool start_blocked_ = false;
+  bool respawn_pending_ = false;  // a back-off timer will call replenish()
+  bool spare_pending_ = false;    // spare_timer_ will start the missing spares
+  unsigned consecutive_start_failures_ = 0;
+  std::string zygote_error_;
+  std::vector<shutdown_completion> shutdown_waiters_;
+  pool_stats stats_;
+};
+
+auto make_pool_core(asio::any_io_executor ex, const pool_options& options)
+    -> std::shared_ptr<pool_core> {
+  auto core = std::make_shared<pool_core>(std::move(ex), options);
+  core->start();
+  return core;
+}
+
+auto take_frame_buffer(pool_core& core) -> byte_buffer {
+  return core.take_frame_buffer();
+}
+
+auto reserve_task_id(pool_core& core) -> std::uint64_t {
+  return core.reserve_task_id();
+}
+
+void submit(pool_core& core, std::uint64_t id, task_request request, task_completion done) {
+  core.submit(id, std::move(request), std::move(done));
+}
+
+void cancel(pool_core& core, std::uint64_t task_id, asio::cancellation_type type) {
+  core.cancel(task_id, type);
+}
+
+void wait_for_room(pool_core& core, std::uint64_t id, room_completion done) {
+  core.wait_for_room(id, std::move(done));
+}
+
+void cancel_room_wait(pool_core& core, std::uint64_t id) {
+  core.cancel_room_wait(id);
+}
+
+void shutdown(pool_core& core, shutdown_mode mode, shutdown_completion done) {
+  core.shutdown(mode, std::move(done));
+}
+
+void destroy(pool_core& core) noexcept {
+  core.destroy();
+}
+
+auto stats(const pool_core& core) -> pool_stats {
+  return core.stats();
+}
+
+auto worker_pids(const pool_core& core) -> std::vector<int> {
+  return core.worker_pids();
+}
+
+}  // namespace procpool::detail

@@ -1,0 +1,70 @@
+// procpool - one pool's connection to the fork server (see zygote_client.hpp).
+#include "zygote_client.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <span>
+
+#include "socket_message.hpp"
+
+namespace procpool::detail {
+
+auto zygote_client::spawn(const worker_setup& setup, const std::array<int, 3>& fds)
+    -> std::uint64_t {
+  zygote_request req;
+  req.spawn_id = next_spawn_id_;
+  req.setup = setup;
+  if (!send_message(connection_.native_handle(), &req, sizeof req, fds)) return 0;
+  return next_spawn_id_++;
+}
+
+auto zygote_client::drain(std::vector<received_event>& events) -> bool {
+  for (;;) {
+    received_event r;
+    int passed = -1;
+    const long n = receive_message(connection_.native_handle(), &r.event, sizeof r.event,
+                                   std::span<int>(&passed, 1));
+    r.fd.reset(passed);
+    if (n < 0 && errno == EAGAIN) return true;
+    if (n <= 0) return false;
+    if (n != static_cast<long>(sizeof r.event)) continue;  // not from a fork server of this build
+    events.push_back(std::move(r));
+  }
+}
+
+void zygote_client::wait_readable(std::chrono::milliseconds timeout) {
+  pollfd p{connection_.native_handle(), POLLIN, 0};
+  ::poll(&p, 1, static_cast<int>(timeout.count()));
+}
+
+void zygote_client::hang_up_and_wait(std::chrono::steady_clock::time_point deadline) {
+  if (!connection_.is_open()) return;
+  const int fd = connection_.native_handle();
+  ::shutdown(fd, SHUT_WR);
+  for (;;) {
+    zygote_event e;
+    int passed = -1;
+    const long n = receive_message(fd, &e, sizeof e, std::span<int>(&passed, 1));
+    const unique_fd discarded(passed);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) return;
+    if (n > 0) continue;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return;
+    wait_readable(left);
+  }
+}
+
+void zygote_client::cancel() {
+  boost::system::error_code ignored;
+  if (connection_.is_open()) connection_.cancel(ignored);
+}
+
+void zygote_client::close() {
+  boost::system::error_code ignored;
+  connection_.close(ignored);
+}
+
+}  // namespace procpool::detail
