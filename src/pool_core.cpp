@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include "completion_batch.hpp"
@@ -24,6 +23,7 @@
 #include "procpool/error.hpp"
 #include "stop_sequence.hpp"
 #include "task_queue.hpp"
+#include "thread_annotations.hpp"
 #include "worker_lifecycle.hpp"
 #include "worker_link.hpp"
 #include "zygote_client.hpp"
@@ -65,23 +65,25 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   pool_core(asio::any_io_executor ex, const pool_options& options)
       : ex_(std::move(ex)),
         options_(options),
+        target_(options.workers != 0 ? options.workers
+                                     : std::max(1U, std::thread::hardware_concurrency())),
         tasks_(options.max_queue),
         zygote_(ex_),
         emitter_(options.output),
         respawn_timer_(ex_),
         spare_timer_(ex_) {
-    target_ = options_.workers != 0 ? options_.workers
-                                    : std::max(1U, std::thread::hardware_concurrency());
     slots_.assign(target_, false);
   }
 
   void start() {
     unique_fd conn = connect_zygote();
-    std::unique_lock lock(mutex_);
+    scoped_lock lock(mutex_);
     zygote_.assign(std::move(conn));
     read_events();
     for (std::size_t i = 0; i < target_ + options_.spare_workers; ++i) spawn_worker();
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   auto reserve_task_id() -> std::uint64_t {
@@ -93,7 +95,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     t->id = id;
     t->request = std::move(request);
     t->done = std::move(done);
-    std::unique_lock lock(mutex_);
+    scoped_lock lock(mutex_);
     if (auto refusal = refuse(*t)) {
       finish(*t, std::move(refusal));
     } else {
@@ -105,11 +107,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       }
       dispatch();
     }
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   void cancel(std::uint64_t id, asio::cancellation_type type) {
-    std::unique_lock lock(mutex_);
+    scoped_lock lock(mutex_);
     if (auto t = tasks_.take_unstarted(id)) {
       ++stats_.cancelled;
       finish(*t, std::make_exception_ptr(cancelled("procpool: task cancelled before it started")));
@@ -125,11 +129,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         stop(*w, SIGKILL);
       }
     }
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   void shutdown(shutdown_mode mode, shutdown_completion done) {
-    std::unique_lock lock(mutex_);
+    scoped_lock lock(mutex_);
     if (destroyed_) {
       completions_.add(std::move(done));
     } else {
@@ -140,35 +146,51 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       dispatch();
       check_shutdown_done();
     }
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
-  void destroy() noexcept {
-    std::unique_lock lock(mutex_);
+  void destroy() noexcept PROCPOOL_EXCLUDES(mutex_) {
+    scoped_lock lock(mutex_);
     if (destroyed_) return;
     destroyed_ = true;
     closing_ = true;
     respawn_timer_.cancel();
     spare_timer_.cancel();
     zygote_.cancel();
+    bool fork_server_done = false;  // it closed its side after our hang-up
     for (const auto& step : stop_sequence(options_.stop_grace)) {
       const auto deadline = std::chrono::steady_clock::now() + step.wait;
       switch (step.action) {
         case stop_action::terminate:
           abandon_tasks(SIGTERM);
           for (auto& [id, w] : workers_) w->link.close();
-          wait_for_exits(lock, deadline);
           break;
         case stop_action::kill:
           for (auto& [id, w] : workers_) stop(*w, SIGKILL);
-          wait_for_exits(lock, deadline);
           break;
         case stop_action::hang_up_fork_server:
-          // Nothing else touches the connection once destroyed_ is set.
-          lock.unlock();
-          zygote_.hang_up_and_wait(deadline);
-          lock.lock();
+          zygote_.hang_up();
+          fork_server_done = zygote_.discard_events();
           break;
+      }
+      const bool hanging_up = step.action == stop_action::hang_up_fork_server;
+      while (zygote_.is_open() && (hanging_up ? !fork_server_done : !workers_.empty())) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        // Handlers on other threads are never blocked for the grace period: they take the lock,
+        // see destroyed_ and return.
+        const int fd = zygote_.native_handle();
+        lock.unlock();
+        zygote_client::wait_readable(fd, left);
+        lock.lock();
+        if (hanging_up) {
+          fork_server_done = zygote_.discard_events();
+        } else {
+          handle_events();
+        }
       }
     }
     zygote_.close();
@@ -181,11 +203,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       finish(*t, std::make_exception_ptr(pool_closed("procpool: the pool was destroyed")));
     }
     check_shutdown_done();
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   auto stats() const -> pool_stats {
-    std::lock_guard lock(mutex_);
+    scoped_lock lock(mutex_);
     pool_stats s = stats_;
     s.workers = workers_.size();
     for (const auto& [id, w] : workers_) {
@@ -203,7 +227,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   auto take_frame_buffer() -> byte_buffer {
     // Most pools never keep a buffer (small tasks): then a submit does not take the lock here.
     if (spare_frame_count_.load(std::memory_order_relaxed) == 0) return {};
-    std::lock_guard lock(mutex_);
+    scoped_lock lock(mutex_);
     if (spare_frames_.empty()) return {};
     byte_buffer b = std::move(spare_frames_.back());
     spare_frames_.pop_back();
@@ -212,7 +236,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   void wait_for_room(std::uint64_t id, room_completion done) {
-    std::unique_lock lock(mutex_);
+    scoped_lock lock(mutex_);
     if (closing_) {
       completions_.add(std::move(done),
                        std::make_exception_ptr(
@@ -222,19 +246,23 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     } else {
       tasks_.add_room_waiter(id, std::move(done));
     }
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   void cancel_room_wait(std::uint64_t id) {
-    std::unique_lock lock(mutex_);
+    scoped_lock lock(mutex_);
     completions_.add(tasks_.take_room_waiter(id),
                      std::make_exception_ptr(
                          cancelled("procpool: the wait for room in the queue was cancelled")));
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   auto worker_pids() const -> std::vector<int> {
-    std::lock_guard lock(mutex_);
+    scoped_lock lock(mutex_);
     std::vector<int> pids;
     for (const auto& [id, w] : workers_) {
       if (w->process.pid() != 0) pids.push_back(w->process.pid());
@@ -245,26 +273,37 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
  private:
   // ---- the lock's epilogue ----
 
-  // Every path that takes mutex_ and may complete something leaves through here: the completions
-  // and output lines gathered under the lock are handed on after it is released, lines first (a
-  // task's output reaches the sink before its outcome is posted).
-  void unlock_and_complete(std::unique_lock<std::mutex>& lock) {
-    completion_batch batch = std::exchange(completions_, {});
-    const bool has_lines = !pending_output_.empty();
-    lock.unlock();
-    // If another thread took our lines, flush_output waits for it to hand them on.
-    if (has_lines) flush_output();
-    std::move(batch).run();
+  // What a critical section gathered: completions, and whether it collected output lines.
+  struct gathered {
+    completion_batch completions;
+    bool has_lines = false;
+  };
+
+  // Every path that takes mutex_ and may complete something ends with
+  //   auto outcomes = take_gathered(); lock.unlock(); deliver(std::move(outcomes));
+  // so that what was gathered under the lock is handed on after it is released.
+  gathered take_gathered() PROCPOOL_REQUIRES(mutex_) {
+    return {std::exchange(completions_, {}), !pending_output_.empty()};
+  }
+
+  // Lines first: a task's output reaches the sink before its outcome is posted. If another thread
+  // took our lines, flush_output waits for it to hand them on.
+  void deliver(gathered done) PROCPOOL_EXCLUDES(mutex_) {
+    if (done.has_lines) flush_output();
+    std::move(done.completions).run();
   }
 
   // Runs `f` under the lock unless the pool has been destroyed, then completes what it gathered:
   // the shape of every asynchronous handler below.
+  // (`f` starts with mutex_.assert_held(): the analysis cannot see into a lambda's caller.)
   template <class F>
-  void guarded(F&& f) {
-    std::unique_lock lock(mutex_);
+  void guarded(F&& f) PROCPOOL_EXCLUDES(mutex_) {
+    scoped_lock lock(mutex_);
     if (destroyed_) return;
     f();
-    unlock_and_complete(lock);
+    auto outcomes = take_gathered();
+    lock.unlock();
+    deliver(std::move(outcomes));
   }
 
   // Hands collected lines to the sink, outside the pool's lock and in the order they were read.
@@ -272,7 +311,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::lock_guard order(emitter_.order_mutex());
     std::vector<collected_line> lines;
     {
-      std::lock_guard lock(mutex_);
+      scoped_lock lock(mutex_);
       lines.swap(pending_output_);
     }
     emitter_.emit(lines);
@@ -280,7 +319,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // ---- everything below runs with mutex_ held ----
 
-  void finish(task& t, std::exception_ptr ep, byte_buffer result = {}) {
+  void finish(task& t, std::exception_ptr ep, byte_buffer result = {}) PROCPOOL_REQUIRES(mutex_) {
     if (t.deadline) t.deadline->cancel();
     completions_.add(std::move(t.done), std::move(ep), std::move(result));
   }
@@ -291,7 +330,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   // Why a new task cannot be taken in; null when it can.
-  auto refuse(const task& t) -> std::exception_ptr {
+  std::exception_ptr refuse(const task& t) PROCPOOL_REQUIRES(mutex_) {
     if (closing_) {
       return std::make_exception_ptr(pool_closed("procpool: submit after the pool was shut down"));
     }
@@ -310,7 +349,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return nullptr;
   }
 
-  auto worker_running(const task& t) const -> std::shared_ptr<worker> {
+  std::shared_ptr<worker> worker_running(const task& t) const PROCPOOL_REQUIRES(mutex_) {
     for (const auto& [id, w] : workers_) {
       if (w->current.get() == &t) return w;
     }
@@ -335,11 +374,11 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // ---- the queue and backpressure ----
 
   // Moves parked tasks into the queue while it has room; releases the room waiters if some is left.
-  void release_room() {
+  void release_room() PROCPOOL_REQUIRES(mutex_) {
     for (auto& done : tasks_.admit_parked()) completions_.add(std::move(done), nullptr);
   }
 
-  void fail_room_waiters() {
+  void fail_room_waiters() PROCPOOL_REQUIRES(mutex_) {
     for (auto& done : tasks_.take_room_waiters()) {
       completions_.add(std::move(done),
                        std::make_exception_ptr(pool_closed(
@@ -349,7 +388,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // Fails tasks not started with pool_closed, and marks running tasks to end that way once
   // `signal` has stopped their workers.
-  void abandon_tasks(int signal) {
+  void abandon_tasks(int signal) PROCPOOL_REQUIRES(mutex_) {
     fail_room_waiters();
     for (auto& t : tasks_.take_all_unstarted()) {
       finish(*t, std::make_exception_ptr(
@@ -364,14 +403,14 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
   }
 
-  void fail_queue(const std::string& why) {
+  void fail_queue(const std::string& why) PROCPOOL_REQUIRES(mutex_) {
     for (auto& t : tasks_.take_all_unstarted()) {
       finish(*t, std::make_exception_ptr(worker_start_failed(why)));
     }
     release_room();
   }
 
-  void dispatch() {
+  void dispatch() PROCPOOL_REQUIRES(mutex_) {
     // Workers running a task that is not being ended; spares make the rest wait for a slot.
     std::size_t running = 0;
     for (auto& [id, w] : workers_) {
@@ -392,7 +431,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // ---- sending a task ----
 
-  void assign(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t) {
+  void assign(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+      PROCPOOL_REQUIRES(mutex_) {
     w->current = t;
     w->on(worker_event::assigned);
     byte_buffer& frame = t->request.frame;
@@ -426,7 +466,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     asio::async_write(
         w->link.socket(), asio::buffer(frame.data() + sent, frame.size() - sent),
         [self = shared_from_this(), w, t, attempt](boost::system::error_code ec, std::size_t) {
-          std::lock_guard lock(self->mutex_);
+          scoped_lock lock(self->mutex_);
           // The worker has the frame now, unless a later attempt (another write) owns it.
           if (t->attempts == attempt) self->sent_frame(*t);
           if (self->destroyed_ || !ec) return;
@@ -436,7 +476,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // The task's frame has reached its worker: keep the buffer for the next task, unless a crash may
   // send the frame again.
-  void sent_frame(task& t) {
+  void sent_frame(task& t) PROCPOOL_REQUIRES(mutex_) {
     if (t.request.crash_retries != 0) return;
     keep_frame_buffer(std::exchange(t.request.frame, {}));
   }
@@ -444,7 +484,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // Large frame buffers are kept for the next tasks: on a machine where a page fault is expensive,
   // faulting in a fresh 64 MiB buffer costs several times what copying into a warm one does. At
   // most one per worker is kept, so the pool holds no more than it had in flight.
-  void keep_frame_buffer(byte_buffer b) {
+  void keep_frame_buffer(byte_buffer b) PROCPOOL_REQUIRES(mutex_) {
     constexpr std::size_t worth_keeping = 256 * 1024;
     if (b.capacity() < worth_keeping || spare_frames_.size() >= target_) return;
     spare_frames_.push_back(std::move(b));
@@ -452,12 +492,14 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   // The task timeout counts from here, the moment a worker takes the task.
-  void start_deadline(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t) {
+  void start_deadline(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+      PROCPOOL_REQUIRES(mutex_) {
     const auto limit = t->request.timeout.count() > 0 ? t->request.timeout : options_.task_timeout;
     if (limit.count() <= 0) return;
     t->deadline = std::make_unique<asio::steady_timer>(ex_, limit);
     t->deadline->async_wait([self = shared_from_this(), w, t, limit](boost::system::error_code ec) {
       self->guarded([&] {
+        self->mutex_.assert_held();
         if (ec || w->current != t || t->ending) return;
         t->ending = std::make_exception_ptr(timeout_error(
             "procpool: " + name_of(*t) + " exceeded its task timeout of " +
@@ -471,18 +513,18 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // ---- stopping workers ----
 
-  void retire(worker& w) {
+  void retire(worker& w) PROCPOOL_REQUIRES(mutex_) {
     w.on(worker_event::retire);
     w.link.shutdown_send();
   }
 
-  void stop(worker& w, int signal) {
+  void stop(worker& w, int signal) PROCPOOL_REQUIRES(mutex_) {
     w.on(worker_event::stop);
     w.process.signal(signal);
   }
 
   // The worker broke the protocol: it is killed, and its task fails with worker_crashed.
-  void violation(worker& w, std::string reason) {
+  void violation(worker& w, std::string reason) PROCPOOL_REQUIRES(mutex_) {
     if (w.kill_reason.empty()) w.kill_reason = std::move(reason);
     // Kill before closing: a worker blocked writing to the channel would otherwise die of SIGPIPE
     // first, and its status would name that instead of the pool's kill.
@@ -490,7 +532,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     w.link.close();
   }
 
-  void channel_lost(worker& w) {
+  void channel_lost(worker& w) PROCPOOL_REQUIRES(mutex_) {
     // It died or closed its channel; either way it cannot serve. Its exit event finishes it.
     if (w.phase == worker_phase::retiring) return;
     if (w.process.pid() != 0 && w.kill_reason.empty() && !process_is_exiting(w.process.pid())) {
@@ -501,7 +543,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // Closes everything the pool holds for a worker now, rather than when the last pending handler
   // that refers to it runs, so a finished pool leaves no descriptor behind at any moment.
-  void release_descriptors(worker& w) {
+  void release_descriptors(worker& w) PROCPOOL_REQUIRES(mutex_) {
     w.link.close();
     w.output.close(label_of(w), pending_output_);
     w.process.release();
@@ -509,7 +551,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // ---- starting workers ----
 
-  void spawn_worker() {
+  void spawn_worker() PROCPOOL_REQUIRES(mutex_) {
     std::string error;
     auto fds = make_worker_descriptors(error);
     if (!fds) {
@@ -539,7 +581,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   // The lowest free slot; a new one while a recycled worker still holds its own.
-  auto take_slot() -> std::size_t {
+  std::size_t take_slot() PROCPOOL_REQUIRES(mutex_) {
     const auto slot =
         static_cast<std::size_t>(std::find(slots_.begin(), slots_.end(), false) - slots_.begin());
     if (slot == slots_.size()) slots_.push_back(false);
@@ -547,11 +589,11 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return slot;
   }
 
-  void free_slot(const worker& w) {
+  void free_slot(const worker& w) PROCPOOL_REQUIRES(mutex_) {
     if (w.slot < slots_.size()) slots_[w.slot] = false;
   }
 
-  void replenish() {
+  void replenish() PROCPOOL_REQUIRES(mutex_) {
     if (!zygote_error_.empty() || start_blocked_ || respawn_pending_) return;
     if (closing_ && tasks_.queued() == 0) return;
     std::size_t live = live_workers();
@@ -566,6 +608,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     spare_timer_.expires_after(std::chrono::milliseconds(5));
     spare_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       self->guarded([&] {
+        self->mutex_.assert_held();
         self->spare_pending_ = false;
         if (ec || self->closing_) return;
         self->replenish_spares();
@@ -573,13 +616,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     });
   }
 
-  [[nodiscard]] auto live_workers() const -> std::size_t {
+  [[nodiscard]] std::size_t live_workers() const PROCPOOL_REQUIRES(mutex_) {
     return static_cast<std::size_t>(
         std::count_if(workers_.begin(), workers_.end(),
                       [](const auto& kv) { return will_serve(kv.second->phase); }));
   }
 
-  void replenish_spares() {
+  void replenish_spares() PROCPOOL_REQUIRES(mutex_) {
     if (!zygote_error_.empty() || start_blocked_) return;
     for (std::size_t live = live_workers(); live < target_ + options_.spare_workers; ++live) {
       ++stats_.respawned;
@@ -587,7 +630,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
   }
 
-  void start_failed(const std::string& why) {
+  void start_failed(const std::string& why) PROCPOOL_REQUIRES(mutex_) {
     if (++consecutive_start_failures_ >= max_consecutive_start_failures) {
       start_blocked_ = true;
       fail_queue(why);
@@ -599,6 +642,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           std::chrono::milliseconds(10 << (consecutive_start_failures_ - 1)));
       respawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
         self->guarded([&] {
+          self->mutex_.assert_held();
           self->respawn_pending_ = false;
           if (!ec) self->replenish();
         });
@@ -609,10 +653,11 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // ---- a worker's output ----
 
-  void watch_output(const std::shared_ptr<worker>& w, output_stream s) {
+  void watch_output(const std::shared_ptr<worker>& w, output_stream s) PROCPOOL_REQUIRES(mutex_) {
     w->output.pipe(s).async_wait(asio::posix::descriptor_base::wait_read,
                                  [self = shared_from_this(), w, s](boost::system::error_code ec) {
                                    self->guarded([&] {
+                                     self->mutex_.assert_held();
                                      if (ec) return;
                                      if (w->output.read(s, label_of(*w), self->pending_output_)) {
                                        self->watch_output(w, s);
@@ -626,11 +671,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // A worker's channel is read into its buffer with async_read_some, which Asio performs without
   // a speculative attempt once a read has drained the socket: a small result costs one recv().
   // Each completion handles every complete frame in the buffer.
-  void watch_channel(const std::shared_ptr<worker>& w) {
+  void watch_channel(const std::shared_ptr<worker>& w) PROCPOOL_REQUIRES(mutex_) {
     w->link.socket().async_read_some(
         w->link.read_buffer(),
         [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
           self->guarded([&] {
+            self->mutex_.assert_held();
             if (ec) {
               self->channel_lost(*w);  // end of file, an error, or closed by the pool
               return;
@@ -642,7 +688,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   // Handles the complete frames received; false after a protocol violation.
-  auto handle_frames(worker& w) -> bool {
+  bool handle_frames(worker& w) PROCPOOL_REQUIRES(mutex_) {
     std::string wrong;
     for (;;) {
       const channel_state state{has_greeted(w.phase), w.current ? w.current->id : 0,
@@ -657,7 +703,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   // One complete, header-checked frame; false after a protocol violation.
-  auto on_frame(worker& w, const worker_link::received_frame& f) -> bool {
+  bool on_frame(worker& w, const worker_link::received_frame& f) PROCPOOL_REQUIRES(mutex_) {
     switch (f.header.kind) {
       case frame_kind::hello:
         if (auto wrong = check_hello(f.payload, build_id()); !wrong.empty()) {
@@ -676,7 +722,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
   }
 
-  auto on_outcome(worker& w, const worker_link::received_frame& f) -> bool {
+  bool on_outcome(worker& w, const worker_link::received_frame& f) PROCPOOL_REQUIRES(mutex_) {
     auto t = w.current;          // check_header: the frame names the task this worker runs
     if (t->ending) return true;  // its worker is being killed; the decided outcome stands
     w.output.collect(label_of(w), pending_output_);
@@ -706,7 +752,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return true;
   }
 
-  auto worn_out(const worker& w) const -> bool {
+  bool worn_out(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
     return (options_.max_tasks_per_worker != 0 && w.tasks_run >= options_.max_tasks_per_worker) ||
            (options_.max_worker_rss_bytes != 0 &&
             resident_bytes(w.process.pid()) > options_.max_worker_rss_bytes);
@@ -714,11 +760,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   // ---- events from the fork server ----
 
-  void read_events() {
+  void read_events() PROCPOOL_REQUIRES(mutex_) {
     zygote_.connection().async_wait(
         asio::posix::descriptor_base::wait_read,
         [self = shared_from_this()](boost::system::error_code ec) {
           self->guarded([&] {
+            self->mutex_.assert_held();
             if (!self->zygote_.is_open()) return;
             if (ec) {
               self->lose_zygote("procpool: lost the fork server: " + ec.message());
@@ -730,7 +777,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   // Handles every event queued now; false once the fork server has gone.
-  auto handle_events() -> bool {
+  bool handle_events() PROCPOOL_REQUIRES(mutex_) {
     std::vector<received_event> events;
     const bool alive = zygote_.drain(events);
     for (auto& e : events) on_event(e.event, std::move(e.fd));
@@ -739,7 +786,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return false;
   }
 
-  void on_event(const zygote_event& e, unique_fd fd) {
+  void on_event(const zygote_event& e, unique_fd fd) PROCPOOL_REQUIRES(mutex_) {
     switch (e.kind) {
       case zygote_event_kind::spawned: {
         auto it = workers_.find(e.spawn_id);
@@ -775,7 +822,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     }
   }
 
-  void on_worker_exit(worker& w, int status, std::uint32_t memory) {
+  void on_worker_exit(worker& w, int status, std::uint32_t memory) PROCPOOL_REQUIRES(mutex_) {
     w.output.collect(label_of(w), pending_output_);
     release_descriptors(w);
     free_slot(w);
@@ -814,21 +861,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     check_shutdown_done();
   }
 
-  // Waits (unlocking while it polls) until every worker has been reaped or `deadline` passes.
-  void wait_for_exits(std::unique_lock<std::mutex>& lock,
-                      std::chrono::steady_clock::time_point deadline) {
-    while (!workers_.empty() && zygote_.is_open()) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) return;
-      lock.unlock();
-      zygote_.wait_readable(left);
-      lock.lock();
-      if (!handle_events()) return;
-    }
-  }
-
-  void lose_zygote(const std::string& why) {
+  void lose_zygote(const std::string& why) PROCPOOL_REQUIRES(mutex_) {
     if (!zygote_error_.empty()) return;
     zygote_error_ = why;
     fail_queue(why);
@@ -846,7 +879,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     check_shutdown_done();
   }
 
-  void check_shutdown_done() {
+  void check_shutdown_done() PROCPOOL_REQUIRES(mutex_) {
     if (!closing_ || !workers_.empty() || !tasks_.empty()) return;
     // Nothing left to hear about: release the fork-server connection, so the pool holds no pending
     // operation and io_context::run() can return once the program's own work is done.
@@ -856,31 +889,38 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     for (auto& done : std::exchange(shutdown_waiters_, {})) completions_.add(std::move(done));
   }
 
-  mutable std::mutex mutex_;  // guards everything below but the atomics and emitter_
-  asio::any_io_executor ex_;
-  pool_options options_;
-  std::size_t target_ = 1;  // workers that may run tasks at once (pool_options::workers)
-  task_queue tasks_;
-  std::map<std::uint64_t, std::shared_ptr<worker>> workers_;  // by spawn id
-  std::vector<bool> slots_;                                   // which worker slots are taken
-  zygote_client zygote_;
-  completion_batch completions_;                // gathered under the lock, run after it
-  std::vector<collected_line> pending_output_;  // read under the lock, emitted after it
+  mutable annotated_mutex mutex_;  // guards everything below but the atomics and emitter_
+  const asio::any_io_executor ex_;
+  const pool_options options_;
+  const std::size_t target_;  // workers that may run tasks at once (pool_options::workers)
+  task_queue tasks_ PROCPOOL_GUARDED_BY(mutex_);
+  std::map<std::uint64_t, std::shared_ptr<worker>> workers_
+      PROCPOOL_GUARDED_BY(mutex_);                       // by spawn id
+  std::vector<bool> slots_ PROCPOOL_GUARDED_BY(mutex_);  // which worker slots are taken
+  zygote_client zygote_ PROCPOOL_GUARDED_BY(mutex_);
+  completion_batch completions_
+      PROCPOOL_GUARDED_BY(mutex_);  // gathered under the lock, run after it
+  std::vector<collected_line> pending_output_
+      PROCPOOL_GUARDED_BY(mutex_);  // read under the lock, emitted after it
   output_emitter emitter_;  // its own order mutex, taken before mutex_, never while holding it
-  asio::steady_timer respawn_timer_;
-  asio::steady_timer spare_timer_;                 // starts replacement spares (see replenish)
-  std::vector<byte_buffer> spare_frames_;          // sent frames' buffers, for reuse
+  asio::steady_timer respawn_timer_ PROCPOOL_GUARDED_BY(mutex_);
+  asio::steady_timer spare_timer_
+      PROCPOOL_GUARDED_BY(mutex_);  // starts replacement spares (see replenish)
+  std::vector<byte_buffer> spare_frames_
+      PROCPOOL_GUARDED_BY(mutex_);                 // sent frames' buffers, for reuse
   std::atomic<std::size_t> spare_frame_count_{0};  // spare_frames_.size(), read without the lock
   std::atomic<std::uint64_t> next_task_id_{1};
-  bool closing_ = false;
-  bool destroyed_ = false;
-  bool start_blocked_ = false;
-  bool respawn_pending_ = false;  // a back-off timer will call replenish()
-  bool spare_pending_ = false;    // spare_timer_ will start the missing spares
-  unsigned consecutive_start_failures_ = 0;
-  std::string zygote_error_;
-  std::vector<shutdown_completion> shutdown_waiters_;
-  pool_stats stats_;
+  bool closing_ PROCPOOL_GUARDED_BY(mutex_) = false;
+  bool destroyed_ PROCPOOL_GUARDED_BY(mutex_) = false;
+  bool start_blocked_ PROCPOOL_GUARDED_BY(mutex_) = false;
+  bool respawn_pending_ PROCPOOL_GUARDED_BY(mutex_) =
+      false;  // a back-off timer will call replenish()
+  bool spare_pending_ PROCPOOL_GUARDED_BY(mutex_) =
+      false;  // spare_timer_ will start the missing spares
+  unsigned consecutive_start_failures_ PROCPOOL_GUARDED_BY(mutex_) = 0;
+  std::string zygote_error_ PROCPOOL_GUARDED_BY(mutex_);
+  std::vector<shutdown_completion> shutdown_waiters_ PROCPOOL_GUARDED_BY(mutex_);
+  pool_stats stats_ PROCPOOL_GUARDED_BY(mutex_);
 };
 
 auto make_pool_core(asio::any_io_executor ex, const pool_options& options)

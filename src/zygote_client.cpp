@@ -34,26 +34,25 @@ auto zygote_client::drain(std::vector<received_event>& events) -> bool {
   }
 }
 
-void zygote_client::wait_readable(std::chrono::milliseconds timeout) {
-  pollfd p{connection_.native_handle(), POLLIN, 0};
+void zygote_client::wait_readable(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
   ::poll(&p, 1, static_cast<int>(timeout.count()));
 }
 
-void zygote_client::hang_up_and_wait(std::chrono::steady_clock::time_point deadline) {
-  if (!connection_.is_open()) return;
-  const int fd = connection_.native_handle();
-  ::shutdown(fd, SHUT_WR);
+void zygote_client::hang_up() {
+  if (connection_.is_open()) ::shutdown(connection_.native_handle(), SHUT_WR);
+}
+
+auto zygote_client::discard_events() -> bool {
+  if (!connection_.is_open()) return true;
   for (;;) {
     zygote_event e;
     int passed = -1;
-    const long n = receive_message(fd, &e, sizeof e, std::span<int>(&passed, 1));
+    const long n =
+        receive_message(connection_.native_handle(), &e, sizeof e, std::span<int>(&passed, 1));
     const unique_fd discarded(passed);
-    if (n == 0 || (n < 0 && errno != EAGAIN)) return;
     if (n > 0) continue;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return;
-    wait_readable(left);
+    return !(n < 0 && errno == EAGAIN);
   }
 }
 

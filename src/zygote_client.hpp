@@ -39,13 +39,17 @@ class zygote_client {
   /// stream or an error other than "nothing queued").
   auto drain(std::vector<received_event>& events) -> bool;
 
-  /// Waits up to `timeout` for the connection to become readable, without any lock held.
-  void wait_readable(std::chrono::milliseconds timeout);
+  /// Closes our sending side: the fork server then kills and reaps every worker of ours still
+  /// alive, and closes its side when done.
+  void hang_up();
+  /// Discards the events queued now; true once the fork server has closed its side (or the
+  /// connection failed).
+  auto discard_events() -> bool;
 
-  /// Closing our sending side tells the fork server to kill and reap every worker of ours still
-  /// alive; it closes its side when done. Waits for that end-of-stream until `deadline` (events
-  /// still arriving are discarded). Call without the pool's lock held: it blocks.
-  void hang_up_and_wait(std::chrono::steady_clock::time_point deadline);
+  [[nodiscard]] auto native_handle() -> int { return connection_.native_handle(); }
+  /// Waits up to `timeout` for `fd` (a connection's native_handle()) to become readable. Needs no
+  /// lock: it uses only the descriptor number, so a pool can wait with its lock released.
+  static void wait_readable(int fd, std::chrono::milliseconds timeout);
 
   /// Cancels the pending wait, if any.
   void cancel();
