@@ -43,7 +43,8 @@ auto send_message(int sock, const void* data, std::size_t size, std::span<const 
   }
 }
 
-auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds) -> long {
+auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds, receive_mode mode)
+    -> long {
   iovec iov{data, size};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -54,7 +55,7 @@ auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds)
   std::fill(fds.begin(), fds.end(), -1);
   ssize_t n;
   do {
-    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | (mode == receive_mode::now ? MSG_DONTWAIT : 0));
   } while (n < 0 && errno == EINTR);
   std::size_t next = 0;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {

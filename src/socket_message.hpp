@@ -15,9 +15,13 @@ inline constexpr std::size_t max_passed_fds = 3;
 auto send_message(int sock, const void* data, std::size_t size, std::span<const int> fds = {})
     -> bool;
 
-/// recvmsg of one message, without blocking. Attached descriptors fill `fds` in order (the rest are
-/// set to -1); descriptors beyond fds.size() are closed, never leaked. Returns the byte count, 0 at
-/// end of stream, -1 on error (errno set; EAGAIN when nothing is queued).
-auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds) -> long;
+enum class receive_mode { now, wait };
+
+/// recvmsg of one message: `now` returns at once (EAGAIN when nothing is queued), `wait` blocks
+/// until something arrives. Attached descriptors fill `fds` in order (the rest are set to -1);
+/// descriptors beyond fds.size() are closed, never leaked. Returns the byte count, 0 at end of
+/// stream, -1 on error (errno set).
+auto receive_message(int sock, void* data, std::size_t size, std::span<int> fds,
+                     receive_mode mode = receive_mode::now) -> long;
 
 }  // namespace procpool::detail

@@ -84,6 +84,13 @@ struct server {
   std::vector<int> connections;
   std::map<pid_t, child> owner;            // live workers
   std::vector<std::string> stale_cgroups;  // workers' cgroups that still held processes
+  // One worker forked ahead of time, waiting on `handoff` for its setup and descriptors: a spawn
+  // request costs a message instead of a fork, and the next one is forked after the reply.
+  struct ready_child {
+    pid_t pid = 0;  // 0: none
+    unique_fd handoff;
+    unique_fd pidfd;
+  } ready;
 
   void send_event(int conn, const zygote_event& e, int fd = -1) {
     // A pool that has gone away simply misses the event; its workers are killed below.
@@ -96,16 +103,20 @@ struct server {
 
   // fds: the worker's channel, stdout and stderr.
   void spawn(int conn, const zygote_request& req, const std::array<int, 3>& fds) {
-    const pid_t pid = ::fork();
-    if (pid == 0) become_worker(fds, req.setup);
     zygote_event e{};
     e.spawn_id = req.spawn_id;
+    unique_fd pidfd;
+    pid_t pid = hand_off(req.setup, fds, pidfd);
+    if (pid == 0) {
+      pid = ::fork();
+      if (pid == 0) become_worker(fds, req.setup);
+      if (pid > 0) pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    }
     if (pid < 0) {
       e.kind = zygote_event_kind::spawn_failed;
       e.status = errno;
       send_event(conn, e);
     } else {
-      unique_fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
       e.kind = zygote_event_kind::spawned;
       e.pid = pid;
       send_event(conn, e, pidfd.get());
@@ -113,6 +124,52 @@ struct server {
       owner[pid] = child{conn, system_oom_kills(), req.setup.memory_max_bytes != 0};
     }
     for (int fd : fds) ::close(fd);
+  }
+
+  // Gives a spawn request to the worker forked ahead of time; its pid, or 0 when there is none (or
+  // it died waiting).
+  auto hand_off(const worker_setup& setup, const std::array<int, 3>& fds, unique_fd& pidfd)
+      -> pid_t {
+    if (ready.pid == 0) return 0;
+    const pid_t pid = std::exchange(ready.pid, 0);
+    const unique_fd handoff = std::move(ready.handoff);
+    pidfd = std::move(ready.pidfd);
+    if (send_message(handoff.get(), &setup, sizeof setup, fds)) return pid;
+    ::kill(pid, SIGKILL);  // reaped by report_exits, which knows it belongs to nobody
+    pidfd.reset();
+    return 0;
+  }
+
+  // Forks the next worker ahead of time, when none is waiting and a pool is connected. A failed
+  // fork is not an error here: the next spawn request forks, and reports the failure to its pool.
+  void fork_ahead() {
+    if (ready.pid != 0 || connections.empty()) return;
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return;
+    unique_fd ours(pair[0]), theirs(pair[1]);
+    const pid_t pid = ::fork();
+    if (pid == 0) wait_for_hand_off(theirs.get());
+    if (pid < 0) return;
+    ready.pid = pid;
+    ready.handoff = std::move(ours);
+    ready.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  }
+
+  // In the child forked ahead of time: holds nothing of the server's (a pool's connection held
+  // here would keep the pool from seeing the server hang up), then waits to become a worker.
+  [[noreturn]] void wait_for_hand_off(int handoff) {
+    close_all_fds_except({0, 1, 2, handoff});
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != self) ::_exit(1);
+    ::prctl(PR_SET_NAME, "procpool-ready");
+    worker_setup setup;
+    std::array<int, 3> fds{};
+    const long n = receive_message(handoff, &setup, sizeof setup, fds, receive_mode::wait);
+    if (n != static_cast<long>(sizeof setup) ||
+        std::any_of(fds.begin(), fds.end(), [](int fd) { return fd < 0; })) {
+      ::_exit(1);  // the server is gone, or dropped this child
+    }
+    become_worker(fds, setup);
   }
 
   // What the kernel can tell about memory as the cause of `pid`'s death; removes its cgroup.
@@ -176,6 +233,7 @@ struct server {
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       ::kill(-pid, SIGKILL);  // whatever the task started dies with it
+      if (pid == ready.pid) ready = {};
       auto it = owner.find(pid);
       if (it == owner.end()) continue;
       zygote_event e{};
@@ -204,12 +262,24 @@ struct server {
       (void)memory_verdict(it->first, it->second, status);
       it = owner.erase(it);
     }
+    connections.erase(std::remove(connections.begin(), connections.end(), conn), connections.end());
+    // With no pool left, nothing of procpool's but the server runs: the child forked ahead goes too
+    // (before the close below tells the pool its workers are gone).
+    if (connections.empty()) drop_ready_child();
     remove_stale_cgroups();
     ::close(conn);
-    connections.erase(std::remove(connections.begin(), connections.end(), conn), connections.end());
+  }
+
+  void drop_ready_child() {
+    if (ready.pid == 0) return;
+    ::kill(ready.pid, SIGKILL);
+    int status = 0;
+    ::waitpid(ready.pid, &status, 0);
+    ready = {};
   }
 
   [[noreturn]] void stop() {
+    drop_ready_child();
     for (auto& [pid, c] : owner) {
       ::kill(-pid, SIGKILL);
       ::kill(pid, SIGKILL);
@@ -260,6 +330,8 @@ struct server {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         drop_connection(conn);
       }
+      // After the replies: the pools' workers start while this one is forked.
+      fork_ahead();
     }
   }
 };
@@ -280,7 +352,7 @@ struct server {
   if (signals < 0) ::_exit(1);
   close_all_fds_except({0, 1, 2, root, signals});
   prepare_worker_code();
-  server s{root, signals, ::getpid(), own_memory_cgroup(), {}, {}, {}};
+  server s{root, signals, ::getpid(), own_memory_cgroup(), {}, {}, {}, {}};
   s.run();
 }
 

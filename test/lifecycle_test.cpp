@@ -39,7 +39,8 @@ TEST_F(Lifecycle, ImmediateShutdownKillsRunningAndFailsQueued) {
   EXPECT_THROW(get(running), pool_closed);
   EXPECT_THROW(get(queued), pool_closed);
   EXPECT_TRUE(process_gone(pid));
-  EXPECT_TRUE(leftover_processes().empty());
+  for (const auto& p : leftover_processes())
+    ADD_FAILURE() << "left behind: pid " << p.pid << " " << p.name << " state " << p.state;
 }
 
 TEST_F(Lifecycle, DestructorStopsABusyPoolAndFailsItsTasks) {

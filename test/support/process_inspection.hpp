@@ -38,8 +38,11 @@ inline auto all_processes() -> std::vector<proc_entry> {
   return out;
 }
 
-/// Our descendants other than procpool's fork server (which lives as long as the program), and
-/// any zombie among our children or the server's.
+/// Our descendants other than procpool's fork server (which lives as long as the program) and the
+/// one worker it keeps forked ahead of time while a pool is connected (it belongs to the server,
+/// not to a pool: the server kills and reaps it when the last pool's connection closes, which a
+/// shutdown() does not wait for, so it may be seen dying), and any zombie among our children or
+/// the server's.
 inline auto leftover_processes() -> std::vector<proc_entry> {
   auto procs = all_processes();
   std::set<int> ours{::getpid()};
@@ -53,7 +56,8 @@ inline auto leftover_processes() -> std::vector<proc_entry> {
     for (const auto& p : procs) {
       if (ours.count(p.ppid) != 0 && ours.insert(p.pid).second) {
         grew = true;
-        if (p.pid != zygote) left.push_back(p);
+        const bool forked_ahead = p.ppid == zygote && p.name == "procpool-ready";
+        if (p.pid != zygote && !forked_ahead) left.push_back(p);
       }
     }
   }
