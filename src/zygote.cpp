@@ -16,9 +16,12 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <vector>
 
@@ -91,6 +94,9 @@ struct server {
     unique_fd handoff;
     unique_fd pidfd;
   } ready;
+  // When to fork the next one: a moment after a spawn, so that the fork does not compete for the
+  // CPUs with the worker that is starting and the task it is about to run.
+  std::optional<std::chrono::steady_clock::time_point> fork_ahead_at;
 
   void send_event(int conn, const zygote_event& e, int fd = -1) {
     // A pool that has gone away simply misses the event; its workers are killed below.
@@ -122,6 +128,7 @@ struct server {
       send_event(conn, e, pidfd.get());
       // Read after the pool has heard of the worker, off its start-up path.
       owner[pid] = child{conn, system_oom_kills(), req.setup.memory_max_bytes != 0};
+      fork_ahead_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
     }
     for (int fd : fds) ::close(fd);
   }
@@ -155,6 +162,16 @@ struct server {
     ready.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   }
 
+  // Takes the copy-on-write faults a starting worker would take (its stack, the heap its channel
+  // buffer comes from) while it waits, not after it is handed a request.
+  static void warm_up_worker_memory() {
+    prepare_worker_code();
+    volatile std::byte stack[128 * 1024];
+    for (std::size_t i = 0; i < sizeof stack; i += 4096) stack[i] = std::byte{0};
+    auto heap = std::make_unique<std::byte[]>(96 * 1024);
+    for (std::size_t i = 0; i < 96 * 1024; i += 4096) heap[i] = std::byte{1};
+  }
+
   // In the child forked ahead of time: holds nothing of the server's (a pool's connection held
   // here would keep the pool from seeing the server hang up), then waits to become a worker.
   [[noreturn]] void wait_for_hand_off(int handoff) {
@@ -162,6 +179,7 @@ struct server {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != self) ::_exit(1);
     ::prctl(PR_SET_NAME, "procpool-ready");
+    warm_up_worker_memory();
     worker_setup setup;
     std::array<int, 3> fds{};
     const long n = receive_message(handoff, &setup, sizeof setup, fds, receive_mode::wait);
@@ -300,7 +318,13 @@ struct server {
       fds.push_back({root, POLLIN, 0});
       fds.push_back({signals, POLLIN, 0});
       for (int c : connections) fds.push_back({c, POLLIN, 0});
-      if (::poll(fds.data(), fds.size(), -1) < 0) {
+      int timeout = -1;
+      if (fork_ahead_at) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+            *fork_ahead_at - std::chrono::steady_clock::now());
+        timeout = static_cast<int>(std::max<std::chrono::milliseconds::rep>(left.count(), 0));
+      }
+      if (::poll(fds.data(), fds.size(), timeout) < 0) {
         if (errno == EINTR) continue;
         stop();
       }
@@ -330,8 +354,10 @@ struct server {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
         drop_connection(conn);
       }
-      // After the replies: the pools' workers start while this one is forked.
-      fork_ahead();
+      if (fork_ahead_at && std::chrono::steady_clock::now() >= *fork_ahead_at) {
+        fork_ahead_at.reset();
+        fork_ahead();
+      }
     }
   }
 };
@@ -352,7 +378,7 @@ struct server {
   if (signals < 0) ::_exit(1);
   close_all_fds_except({0, 1, 2, root, signals});
   prepare_worker_code();
-  server s{root, signals, ::getpid(), own_memory_cgroup(), {}, {}, {}, {}};
+  server s{root, signals, ::getpid(), own_memory_cgroup(), {}, {}, {}, {}, {}};
   s.run();
 }
 
