@@ -18,9 +18,9 @@
 #include <type_traits>
 #include <vector>
 
-namespace procpool::detail {
+#include "procpool/detail/task_request.hpp"
 
-using byte_buffer = std::vector<std::byte>;
+namespace procpool::detail {
 
 /// Appends cereal's binary encoding of what it is given to a byte_buffer.
 class byte_output_archive

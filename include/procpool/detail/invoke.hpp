@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "procpool/detail/codec.hpp"
+#include "procpool/detail/task_request.hpp"
 #include "procpool/detail/wire.hpp"
 #include "procpool/transfer.hpp"
 
@@ -86,16 +87,6 @@ struct all_transferable;
 template <class... T>
 struct all_transferable<std::tuple<T...>> {
   static constexpr bool value = (check_transferable<T>() && ...);
-};
-
-/// An encoded task: its frame (header included, filled in at dispatch) and how to name it in
-/// errors.
-struct task_request {
-  byte_buffer frame;
-  std::uintptr_t function = 0;
-  const std::type_info* callable_type = nullptr;  // set for lambdas, whose type names them best
-  std::chrono::milliseconds timeout{0};           // 0: the pool's default
-  unsigned crash_retries = 0;
 };
 
 /// Encodes `arg` as a `Param`: as it is when it already is one (no copy of a large buffer),

@@ -8,8 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "procpool/detail/codec.hpp"
-#include "procpool/detail/invoke.hpp"
+#include "procpool/detail/task_request.hpp"
 #include "procpool/detail/unique_function.hpp"
 #include "procpool/pool_options.hpp"
 #include "procpool/pool_stats.hpp"

@@ -1,0 +1,25 @@
+// procpool - what the template layer hands the pool: an encoded task and how to run it. Holds no
+// serialization code, so the pool's own sources do not compile cereal.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <typeinfo>
+#include <vector>
+
+namespace procpool::detail {
+
+using byte_buffer = std::vector<std::byte>;
+
+/// An encoded task: its frame (header included, filled in at dispatch) and how to name it in
+/// errors.
+struct task_request {
+  byte_buffer frame;
+  std::uintptr_t function = 0;
+  const std::type_info* callable_type = nullptr;  // set for lambdas, whose type names them best
+  std::chrono::milliseconds timeout{0};           // 0: the pool's default
+  unsigned crash_retries = 0;
+};
+
+}  // namespace procpool::detail
