@@ -235,7 +235,12 @@ def main(run_dir, out_md, out_png):
     nt = F.med("procpool.w5.next_task_ms")
     w(f"| W5 next task without a spare (ms) | {fmt(nt)} | – | – | ≤ 0.3 ms | "
       f"{'–' if nt is None else ('yes' if nt <= 0.3 else '**no**')} |")
-    w("| W1 p99 with 1,000 tasks in flight, beside Asio's | not measured yet | – | – | – | – |")
+    for q in ("p50", "p99"):
+        a = F.med(f"procpool.w1_load.{q}")
+        b = F.med(f"cpp_asio_cospawn_local.w1_load.{q}")
+        r = f"{a / b:.2f}" if a is not None and b is not None else "–"
+        w(f"| W1 {q} with 1,000 tasks in flight vs Asio co_spawn under the same load (µs) | "
+          f"{fmt(a)} | {fmt(b)} | {r} | reported | – |")
 
     # The service's load section is written by scripts/bench-service.sh; keep it.
     kept = ""

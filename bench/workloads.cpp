@@ -15,6 +15,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <chrono>
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <fstream>
 #include <procpool/procpool.hpp>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -49,6 +51,12 @@ auto ms_since(clock_type::time_point t) -> double {
 auto median(std::vector<double> v) -> double {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
+}
+
+auto percentile(std::vector<double> v, double p) -> double {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
 // ---- the tasks (run in the workers) ----
@@ -137,6 +145,55 @@ auto w1(procpool::process_pool& pool) -> asio::awaitable<void> {
     per_call_us.push_back(ms_since(start) * 1000.0 / calls);
   }
   print("w1.rtt_median", median(per_call_us), "us");
+}
+
+// W1 under load: 1,000 coroutines, each awaiting round trips one after another, so that 1,000 tasks
+// are in flight at every moment; each round trip's latency counts. `round_trip(c)` is one call.
+template <class RoundTrip>
+auto latencies_under_load(RoundTrip round_trip) -> asio::awaitable<std::vector<double>> {
+  const int in_flight = quick ? 20 : 1000;
+  const int rounds = quick ? 2 : 20;
+  auto ex = co_await asio::this_coro::executor;
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(in_flight * rounds));
+  int finished = 0, wrong = 0;
+  asio::steady_timer all_done(ex, clock_type::time_point::max());
+  for (int c = 0; c < in_flight; ++c) {
+    auto client = [&, c]() -> asio::awaitable<void> {
+      for (int r = 0; r < rounds; ++r) {
+        const auto start = clock_type::now();
+        if (co_await round_trip(c % 1000) != (c % 1000) * (c % 1000)) ++wrong;
+        us.push_back(ms_since(start) * 1000);
+      }
+      if (++finished == in_flight) all_done.cancel();
+    };
+    asio::co_spawn(ex, std::move(client), asio::detached);
+  }
+  if (finished < in_flight) co_await all_done.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (wrong != 0) throw std::runtime_error("w1_load: wrong results");
+  co_return us;
+}
+
+auto w1_load(procpool::process_pool& pool) -> asio::awaitable<void> {
+  auto us = co_await latencies_under_load(
+      [&pool](int x) -> asio::awaitable<int> { co_return co_await pool.submit(square, x); });
+  print("w1_load.p50", percentile(us, 0.5), "us");
+  print("w1_load.p99", percentile(us, 0.99), "us");
+}
+
+// The same load on Asio's thread_pool (2 threads) with co_spawn, measured in this process and run,
+// so procpool's tail latency has an in-process peer beside it.
+auto w1_load_asio() -> asio::awaitable<void> {
+  asio::thread_pool threads(2);
+  auto us = co_await latencies_under_load([&threads](int x) -> asio::awaitable<int> {
+    co_return co_await asio::co_spawn(
+        threads, [x]() -> asio::awaitable<int> { co_return square(x); }, asio::use_awaitable);
+  });
+  threads.join();
+  const std::string plain = std::exchange(prefix, "cpp_asio_cospawn_local");
+  print("w1_load.p50", percentile(us, 0.5), "us");
+  print("w1_load.p99", percentile(us, 0.99), "us");
+  prefix = plain;
 }
 
 auto w2(procpool::process_pool& pool) -> asio::awaitable<void> {
@@ -378,7 +435,7 @@ auto idle_cpu(asio::io_context& io) -> asio::awaitable<void> {
 
 int main(int argc, char** argv) {
   procpool::init();
-  std::string which = "w1,w2,w3,w4,w5,w6,spawn,memory,idle";
+  std::string which = "w1,w1_load,w2,w3,w4,w5,w6,spawn,memory,idle";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -397,11 +454,13 @@ int main(int argc, char** argv) {
           procpool::process_pool pool{io.get_executor(), {.workers = 2}};
           co_await warm_up(pool);
           if (wanted("w1")) co_await w1(pool);
+          if (wanted("w1_load")) co_await w1_load(pool);
           if (wanted("w2")) co_await w2(pool);
           if (wanted("w3")) co_await w3(pool);
           if (wanted("w4")) co_await w4(pool);
           co_await pool.shutdown(procpool::shutdown_mode::graceful);
         }
+        if (wanted("w1_load")) co_await w1_load_asio();
         if (wanted("w5")) co_await w5(io, 0);
         if (wanted("w6")) co_await w6(io, 0);
         // The same with one hot spare (pool_options::spare_workers), under their own names.
