@@ -216,6 +216,8 @@ def main(run_dir, out_md, out_png):
          1.0),
         ("W2 one submit per call vs Asio co_spawn (tasks/s)", "procpool.w2.throughput",
          "cpp_asio_cospawn.w2.throughput", "≥", 1.0),
+        ("W2 with pool_options::send_ahead vs Asio co_spawn (tasks/s)",
+         "procpool_send_ahead.w2.throughput", "cpp_asio_cospawn.w2.throughput", "≥", 1.0),
         ("W3 64 MiB round trip vs the memfd floor (MiB/s)", "procpool.w3.roundtrip_median",
          "cpp_floor.w3.memfd_reused", "≥", 0.9),
         ("a new pool's first result vs the fork+exit floor (µs)", "procpool.spawn.first_result_us",

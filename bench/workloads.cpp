@@ -435,7 +435,7 @@ auto idle_cpu(asio::io_context& io) -> asio::awaitable<void> {
 
 int main(int argc, char** argv) {
   procpool::init();
-  std::string which = "w1,w1_load,w2,w3,w4,w5,w6,spawn,memory,idle";
+  std::string which = "w1,w1_load,w2,w2_ahead,w3,w4,w5,w6,spawn,memory,idle";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -458,6 +458,15 @@ int main(int argc, char** argv) {
           if (wanted("w2")) co_await w2(pool);
           if (wanted("w3")) co_await w3(pool);
           if (wanted("w4")) co_await w4(pool);
+          co_await pool.shutdown(procpool::shutdown_mode::graceful);
+        }
+        if (wanted("w2_ahead")) {
+          // W2 again with pool_options::send_ahead, under its own name.
+          procpool::process_pool pool{io.get_executor(), {.workers = 2, .send_ahead = true}};
+          co_await warm_up(pool);
+          const std::string plain = std::exchange(prefix, prefix + "_send_ahead");
+          co_await w2(pool);
+          prefix = plain;
           co_await pool.shutdown(procpool::shutdown_mode::graceful);
         }
         if (wanted("w1_load")) co_await w1_load_asio();

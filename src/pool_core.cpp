@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "completion_batch.hpp"
@@ -48,6 +49,18 @@ struct worker {
   worker_link link;
   worker_output output;
   std::shared_ptr<task> current;  // while busy (and while stopping, until its exit delivers it)
+  std::shared_ptr<task> next;     // sent ahead while `current` runs; starts when current's outcome
+                                  // arrives (see dispatch)
+  bool writing = false;           // an async_write of a frame is still in flight on its channel
+  // Its death as the fork server reported it, kept until its channel has ended too: every frame it
+  // wrote before dying (a result, then a crash in the next task) is handled before its death.
+  struct exit_report {
+    int status = 0;
+    std::uint32_t memory = 0;
+  };
+  std::optional<exit_report> exit;
+  bool channel_ended = false;
+  std::unique_ptr<asio::steady_timer> exit_timer;  // see on_exit_event
   std::size_t tasks_run = 0;
   std::string kill_reason;     // why the pool killed it, for the error its task gets
   bool hung_up_alive = false;  // its channel ended while the process still ran
@@ -197,6 +210,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     for (auto& [id, w] : workers_) {
       release_descriptors(*w);
       if (auto t = std::exchange(w->current, nullptr)) finish(*t, ending_of(*t));
+      if (w->exit_timer) w->exit_timer->cancel();
     }
     workers_.clear();
     for (auto& t : tasks_.take_all()) {
@@ -220,6 +234,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       }
     }
     s.queued = tasks_.queued();
+    for (const auto& [id, w] : workers_) s.queued += w->next ? 1 : 0;  // sent ahead, not started
     s.waiting = tasks_.parked();
     return s;
   }
@@ -395,6 +410,11 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                      pool_closed("procpool: the pool shut down before the task started")));
     }
     for (auto& [id, w] : workers_) {
+      if (auto n = std::exchange(w->next, nullptr)) {
+        tasks_.forget(n->id);
+        finish(*n, std::make_exception_ptr(
+                       pool_closed("procpool: the pool shut down before the task started")));
+      }
       if (!w->current || w->current->ending) continue;
       w->current->ending = std::make_exception_ptr(
           pool_closed("procpool: the pool shut down while the task ran; its worker (pid " +
@@ -426,7 +446,39 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         retire(*w);
       }
     }
+    // Tasks still queued go ahead of time to busy workers, one each: a worker then starts its next
+    // task as soon as it has written an outcome, without waiting for the pool's answer.
+    for (auto& [id, w] : workers_) {
+      if (tasks_.queued() == 0) break;
+      if (!can_take_ahead(*w) || !can_go_ahead(*tasks_.front())) continue;
+      send_ahead(w, tasks_.pop());
+      release_room();
+    }
     release_room();
+  }
+
+  [[nodiscard]] bool can_take_ahead(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
+    return w.phase == worker_phase::busy && !w.next && !w.writing && w.current &&
+           !w.current->ending &&
+           // Its current task is not its last before it is recycled.
+           (options_.max_tasks_per_worker == 0 || w.tasks_run + 1 < options_.max_tasks_per_worker);
+  }
+
+  // Only when asked (pool_options::send_ahead). A task that the caller may cancel must not wait in
+  // a worker's channel (it could not be taken back); a large one goes through the worker's shared
+  // region, which the running task reads; with a bounded queue nothing goes ahead, so that
+  // max_queue counts every task not started.
+  [[nodiscard]] bool can_go_ahead(const task& t) const {
+    return options_.send_ahead && !t.request.cancellable && options_.max_queue == 0 &&
+           t.request.frame.size() - sizeof(frame_header) < shared_task_threshold;
+  }
+
+  void send_ahead(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+      PROCPOOL_REQUIRES(mutex_) {
+    w->next = t;
+    put_frame_header(t->request.frame, frame_kind::task, t->id);
+    ++t->attempts;
+    send_frame(w, t);
   }
 
   // ---- sending a task ----
@@ -438,7 +490,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     byte_buffer& frame = t->request.frame;
     put_frame_header(frame, frame_kind::task, t->id);
     start_deadline(w, t);
-    const unsigned attempt = ++t->attempts;
+    ++t->attempts;
     const std::span<const std::byte> payload = std::span(frame).subspan(sizeof(frame_header));
     if (payload.size() >= shared_task_threshold) {
       switch (w->link.send_shared(t->id, payload)) {
@@ -452,10 +504,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           break;  // through the channel, then
       }
     }
+    send_frame(w, t);
+  }
+
+  // Writes the task's frame to the worker's channel: at once when the socket takes it all, else the
+  // rest asynchronously (nothing else is written to that channel meanwhile: see can_take_ahead).
+  void send_frame(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+      PROCPOOL_REQUIRES(mutex_) {
+    byte_buffer& frame = t->request.frame;
+    const unsigned attempt = t->attempts;
     std::size_t sent = 0;
     switch (w->link.try_send(frame, sent)) {
       case worker_link::send_result::sent:
-        sent_frame(*t);
+        if (w->next != t) sent_frame(*t);
         return;
       case worker_link::send_result::lost:
         channel_lost(*w);
@@ -463,19 +524,22 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       case worker_link::send_result::partly_sent:
         break;
     }
+    w->writing = true;
     asio::async_write(
         w->link.socket(), asio::buffer(frame.data() + sent, frame.size() - sent),
         [self = shared_from_this(), w, t, attempt](boost::system::error_code ec, std::size_t) {
           scoped_lock lock(self->mutex_);
+          w->writing = false;
           // The worker has the frame now, unless a later attempt (another write) owns it.
-          if (t->attempts == attempt) self->sent_frame(*t);
+          if (t->attempts == attempt && w->next != t) self->sent_frame(*t);
           if (self->destroyed_ || !ec) return;
           self->channel_lost(*w);
         });
   }
 
-  // The task's frame has reached its worker: keep the buffer for the next task, unless a crash may
-  // send the frame again.
+  // The task's frame has reached its worker, which runs it now: keep the buffer for the next task,
+  // unless a crash may send the frame again. (A task sent ahead keeps its frame until it ends: it
+  // is sent again if its worker dies before starting it.)
   void sent_frame(task& t) PROCPOOL_REQUIRES(mutex_) {
     if (t.request.crash_retries != 0) return;
     keep_frame_buffer(std::exchange(t.request.frame, {}));
@@ -677,12 +741,17 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
           self->guarded([&] {
             self->mutex_.assert_held();
+            if (!self->is_ours(*w)) return;
             if (ec) {
-              self->channel_lost(*w);  // end of file, an error, or closed by the pool
+              self->on_channel_end(*w);  // end of file, an error, or closed by the pool
               return;
             }
             w->link.received(n);
-            if (self->handle_frames(*w)) self->watch_channel(w);
+            if (self->handle_frames(*w)) {
+              self->watch_channel(w);
+            } else {
+              self->on_channel_end(*w);  // a protocol violation closed it
+            }
           });
         });
   }
@@ -743,7 +812,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     tasks_.forget(t->id);
     finish(*t, ep, ep ? byte_buffer{} : byte_buffer(f.payload.begin(), f.payload.end()));
     ++w.tasks_run;
-    if (worn_out(w) && !closing_) {
+    if (w.next) {
+      // The worker reads the task sent ahead as soon as it has written this outcome.
+      w.current = std::move(w.next);
+      w.on(worker_event::assigned);
+      start_deadline(workers_.at(w.spawn_id), w.current);
+    } else if (worn_out(w) && !closing_) {
       ++stats_.recycled;
       retire(w);
       replenish();  // the replacement starts now, while the old worker exits
@@ -814,12 +888,55 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         auto it = std::find_if(workers_.begin(), workers_.end(),
                                [&](const auto& kv) { return kv.second->process.pid() == e.pid; });
         if (it == workers_.end()) return;
-        auto w = it->second;
-        workers_.erase(it);
-        on_worker_exit(*w, e.status, e.memory);
+        on_exit_event(it->second, {e.status, e.memory});
         return;
       }
     }
+  }
+
+  // The fork server reaped the worker. Its death is handled once its channel has ended too, so that
+  // what it wrote before dying is read first (end-of-file follows at once: the server killed its
+  // process group). A descendant that left the group may hold the channel open: then the death is
+  // handled after exit_grace regardless.
+  void on_exit_event(const std::shared_ptr<worker>& w, worker::exit_report report)
+      PROCPOOL_REQUIRES(mutex_) {
+    w->exit = report;
+    if (w->channel_ended || destroyed_) {
+      finish_death(*w);
+      return;
+    }
+    constexpr auto exit_grace = std::chrono::milliseconds(100);
+    w->exit_timer = std::make_unique<asio::steady_timer>(ex_, exit_grace);
+    w->exit_timer->async_wait([self = shared_from_this(), w](boost::system::error_code ec) {
+      self->guarded([&] {
+        self->mutex_.assert_held();
+        if (!ec && self->is_ours(*w)) self->finish_death(*w);
+      });
+    });
+  }
+
+  // The channel ended (end-of-file, an error, or the pool closed it).
+  void on_channel_end(worker& w) PROCPOOL_REQUIRES(mutex_) {
+    w.channel_ended = true;
+    if (w.exit) {
+      finish_death(w);
+    } else {
+      channel_lost(w);
+    }
+  }
+
+  [[nodiscard]] bool is_ours(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
+    auto it = workers_.find(w.spawn_id);
+    return it != workers_.end() && it->second.get() == &w;
+  }
+
+  void finish_death(worker& w) PROCPOOL_REQUIRES(mutex_) {
+    auto it = workers_.find(w.spawn_id);
+    if (it == workers_.end() || it->second.get() != &w) return;
+    const auto keep = it->second;
+    workers_.erase(it);
+    if (w.exit_timer) w.exit_timer->cancel();
+    on_worker_exit(w, w.exit->status, w.exit->memory);
   }
 
   void on_worker_exit(worker& w, int status, std::uint32_t memory) PROCPOOL_REQUIRES(mutex_) {
@@ -829,6 +946,14 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     const exit_diagnosis why = diagnose_exit({status, memory, w.kill_reason, w.hung_up_alive,
                                               options_.cpu_time_limit, options_.memory_max_bytes});
     const pid_t pid = w.process.pid();
+    // A task sent ahead never started: it runs on another worker, and does not count as a retry.
+    if (auto n = std::exchange(w.next, nullptr); n && !closing_) {
+      tasks_.push_front(n);
+    } else if (n) {
+      tasks_.forget(n->id);
+      finish(*n, std::make_exception_ptr(
+                     pool_closed("procpool: the pool shut down before the task started")));
+    }
     if (auto t = std::exchange(w.current, nullptr)) {
       if (!t->ending && t->request.crash_retries > 0 && !closing_ && !t->request.frame.empty()) {
         // Run it again on another worker, ahead of everything queued.
@@ -869,6 +994,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     // death signal), so end their tasks now.
     for (auto& [id, w] : workers_) {
       release_descriptors(*w);
+      if (auto n = std::exchange(w->next, nullptr)) {
+        tasks_.forget(n->id);
+        finish(*n, std::make_exception_ptr(worker_start_failed(why)));
+      }
       if (auto t = std::exchange(w->current, nullptr)) {
         tasks_.forget(t->id);
         finish(*t, t->ending ? t->ending : std::make_exception_ptr(worker_start_failed(why)));

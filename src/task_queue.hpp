@@ -51,6 +51,8 @@ class task_queue {
 
   /// The next task to run (marked running), or null.
   auto pop() -> std::shared_ptr<task>;
+  /// The task pop() would return; the queue must not be empty.
+  [[nodiscard]] auto front() const -> const std::shared_ptr<task>& { return queued_.front(); }
   /// Puts a running task back at the head of the queue (to run again after its worker crashed).
   void push_front(const std::shared_ptr<task>& t);
 

@@ -26,6 +26,16 @@ struct pool_options {
   /// a time either way; a spare costs one idle process (its memory, no CPU).
   std::size_t spare_workers = 0;
 
+  /// Send a queued task to a busy worker ahead of time, one per worker, so that the worker starts
+  /// it as soon as it has written its current task's outcome instead of waiting for the pool's
+  /// answer: more throughput for many short tasks. The price: a task sent ahead waits for the task
+  /// in front of it even if another worker frees up first, so leave it off when long and short
+  /// tasks mix. Never sent ahead: a task the caller can cancel (its handler has a cancellation
+  /// slot, as use_awaitable's has: a cancellation before it starts must keep it from running), a
+  /// task of 1 MiB or more, and any task when max_queue is set. A task sent ahead whose worker
+  /// dies before starting it runs on another worker, and that is not a crash retry.
+  bool send_ahead = false;
+
   /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it
   /// kills them (SIGKILL). Idle workers exit at once when their channel closes.
   std::chrono::milliseconds stop_grace{1000};

@@ -211,6 +211,7 @@ class process_pool {
             });
           }
           for (std::size_t i = 0; i < chunks.size(); ++i) {
+            chunks[i].cancellable = slot.is_connected();
             detail::submit(*core, state->ids[i], std::move(chunks[i]),
                            [state, i, weak](std::exception_ptr ep, detail::byte_buffer result) {
                              auto ex2 = state->work.get_executor();
@@ -328,6 +329,7 @@ class process_pool {
               if (auto c = weak.lock()) detail::cancel(*c, id, type);
             });
           }
+          req.cancellable = slot.is_connected();
           detail::submit(
               *core, id, std::move(req),
               detail::submit_completer<R, handler_t>{std::move(handler), std::move(work)});

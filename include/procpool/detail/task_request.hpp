@@ -20,6 +20,10 @@ struct task_request {
   const std::type_info* callable_type = nullptr;  // set for lambdas, whose type names them best
   std::chrono::milliseconds timeout{0};           // 0: the pool's default
   unsigned crash_retries = 0;
+  // The caller can cancel it (its handler has a cancellation slot). Such a task is never handed
+  // to a busy worker ahead of time: a cancellation that comes before it starts must keep it from
+  // running, and a task already in a worker's channel cannot be taken back.
+  bool cancellable = false;
 };
 
 }  // namespace procpool::detail

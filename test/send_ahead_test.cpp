@@ -1,0 +1,145 @@
+// pool_options::send_ahead: a busy worker holds the next task while it runs the current one. What
+// must stay exact: a task held ahead that never started is re-queued (not failed, not a retry) when
+// its worker dies; a result written just before the worker died is delivered; a task the caller
+// can cancel is never held ahead; every outcome of a crash-ridden stream is the right one.
+//
+// A worker is held at a known point with a FIFO: the task opens it for reading, which blocks until
+// the test opens it for writing, and then waits for one byte.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "procpool/process_pool.hpp"
+#include "support/pool_fixture.hpp"
+#include "support/tasks.hpp"
+
+namespace procpool::test {
+namespace {
+
+using SendAhead = PoolTest;
+
+// Waits at the gate, then returns x * x (or aborts when x < 0).
+auto gated(std::string fifo, int x) -> int {
+  const int fd = ::open(fifo.c_str(), O_RDONLY);
+  char byte = 0;
+  if (fd < 0 || ::read(fd, &byte, 1) != 1) std::_Exit(9);
+  ::close(fd);
+  if (x < 0) std::abort();
+  return x * x;
+}
+
+auto crash_if_negative(int x) -> int {
+  if (x < 0) std::abort();
+  return x * x;
+}
+
+// A FIFO the test holds a worker at: open() returns once a task is waiting at it.
+class gate {
+ public:
+  gate() : path_(::testing::TempDir() + "procpool_gate_" + std::to_string(::getpid())) {
+    ::unlink(path_.c_str());
+    EXPECT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+  }
+  ~gate() {
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  gate(const gate&) = delete;
+  auto operator=(const gate&) -> gate& = delete;
+
+  [[nodiscard]] auto path() const -> const std::string& { return path_; }
+  /// Returns once a task has opened the gate, i.e. is running and waiting at it.
+  void wait_for_task() { fd_ = ::open(path_.c_str(), O_WRONLY); }
+  /// Lets it go on.
+  void release() {
+    const char byte = 'g';
+    EXPECT_EQ(::write(fd_, &byte, 1), 1);
+    ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+TEST_F(SendAhead, ATaskHeldAheadWhoseWorkerCrashesRunsOnAnotherWorkerAndIsNoRetry) {
+  gate g;
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = true}};
+  auto crashing = pool.async_submit(gated, g.path(), -1, asio::use_future);
+  auto held = pool.async_submit(square, 3, asio::use_future);
+  g.wait_for_task();
+  const auto s = pool.stats();
+  EXPECT_EQ(s.busy, 1U);
+  EXPECT_EQ(s.queued, 1U);  // the task held ahead counts as not started
+  g.release();
+  EXPECT_THROW(get(crashing), worker_crashed);
+  EXPECT_EQ(get(held), 9);
+  EXPECT_EQ(pool.stats().crashed, 1U);
+  EXPECT_EQ(pool.stats().retried, 0U);
+}
+
+TEST_F(SendAhead, AResultWrittenJustBeforeTheWorkerDiedIsDelivered) {
+  gate g;
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = true}};
+  // The worker writes the first result and at once dies in the task it holds ahead: its death can
+  // reach the pool before the result is read, and must not take the result with it.
+  auto first = pool.async_submit(gated, g.path(), 5, asio::use_future);
+  auto dying = pool.async_submit(crash_if_negative, -1, asio::use_future);
+  g.wait_for_task();
+  g.release();
+  EXPECT_EQ(get(first), 25);
+  EXPECT_THROW(get(dying), worker_crashed);
+  EXPECT_EQ(pool.stats().crashed, 1U);
+  EXPECT_EQ(pool.stats().completed, 1U);
+}
+
+TEST_F(SendAhead, ATaskTheCallerCanCancelIsNeverHeldAheadAndACancelKeepsItFromRunning) {
+  gate g;
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = true}};
+  auto running = pool.async_submit(gated, g.path(), 2, asio::use_future);
+  asio::cancellation_signal signal;
+  auto cancellable = pool.async_submit(
+      crash_if_negative, -1, asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+  g.wait_for_task();
+  // Had it been sent ahead, the worker would run it (and crash) once the gate opens.
+  signal.emit(asio::cancellation_type::partial);
+  EXPECT_THROW(get(cancellable), cancelled);
+  g.release();
+  EXPECT_EQ(get(running), 4);
+  EXPECT_EQ(pool.stats().crashed, 0U);
+}
+
+TEST_F(SendAhead, EveryOutcomeOfACrashRiddenStreamIsExact) {
+  process_pool pool{io_.get_executor(), {.workers = 2, .send_ahead = true}};
+  constexpr int tasks = 2000;
+  std::vector<std::future<int>> results;
+  results.reserve(tasks);
+  for (int i = 0; i < tasks; ++i) {
+    results.push_back(
+        pool.async_submit(crash_if_negative, i % 97 == 0 ? -1 : i % 1000, asio::use_future));
+  }
+  int crashed = 0;
+  for (int i = 0; i < tasks; ++i) {
+    if (i % 97 == 0) {
+      EXPECT_THROW(get(results[static_cast<std::size_t>(i)]), worker_crashed) << "task " << i;
+      ++crashed;
+    } else {
+      EXPECT_EQ(get(results[static_cast<std::size_t>(i)]), (i % 1000) * (i % 1000)) << "task " << i;
+    }
+  }
+  const auto s = pool.stats();
+  EXPECT_EQ(s.crashed, static_cast<std::uint64_t>(crashed));
+  EXPECT_EQ(s.completed, static_cast<std::uint64_t>(tasks - crashed));
+  EXPECT_EQ(s.retried, 0U);
+}
+
+}  // namespace
+}  // namespace procpool::test
