@@ -24,9 +24,6 @@ class completion_batch {
   void add(shutdown_completion done) {
     if (done) shutdowns_.push_back(std::move(done));
   }
-  [[nodiscard]] auto empty() const -> bool {
-    return tasks_.empty() && rooms_.empty() && shutdowns_.empty();
-  }
 
   /// Runs everything gathered: tasks' outcomes first, then producers waiting for room, then
   /// shutdowns (a shutdown completes after the outcomes of the tasks it waited for). Call with no
