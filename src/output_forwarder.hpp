@@ -57,8 +57,10 @@ class worker_output {
   /// Everything the worker wrote before this moment is in its pipes (it flushes stdio before each
   /// result, and a dead process writes nothing more): reading it now attributes each line to the
   /// task that `label` names and puts the lines before the task's outcome. Text left without a
-  /// newline is that task's last line.
-  void collect(const output_label& label, std::vector<collected_line>& lines);
+  /// newline is that task's last line, unless `task_over` is false (the worker already runs the
+  /// next task, whose line it may be).
+  void collect(const output_label& label, std::vector<collected_line>& lines,
+               bool task_over = true);
 
   /// Closes both pipes, collecting partial lines first.
   void close(const output_label& label, std::vector<collected_line>& lines);

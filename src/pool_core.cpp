@@ -52,6 +52,7 @@ struct worker {
   std::shared_ptr<task> next;     // sent ahead while `current` runs; starts when current's outcome
                                   // arrives (see dispatch)
   bool writing = false;           // an async_write of a frame is still in flight on its channel
+  bool worn = false;  // due for recycling once the task it holds ahead is done (see on_outcome)
   // Its death as the fork server reported it, kept until its channel has ended too: every frame it
   // wrote before dying (a result, then a crash in the next task) is handled before its death.
   struct exit_report {
@@ -172,6 +173,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     respawn_timer_.cancel();
     spare_timer_.cancel();
     zygote_.cancel();
+    // Deaths already reported whose channel has not ended yet: their handlers will not run now.
+    std::vector<std::shared_ptr<worker>> reported;
+    for (auto& [id, w] : workers_) {
+      if (w->exit) reported.push_back(w);
+    }
+    for (auto& w : reported) finish_death(*w);
     bool fork_server_done = false;  // it closed its side after our hang-up
     for (const auto& step : stop_sequence(options_.stop_grace)) {
       const auto deadline = std::chrono::steady_clock::now() + step.wait;
@@ -412,8 +419,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     for (auto& [id, w] : workers_) {
       if (auto n = std::exchange(w->next, nullptr)) {
         tasks_.forget(n->id);
-        finish(*n, std::make_exception_ptr(
-                       pool_closed("procpool: the pool shut down before the task started")));
+        finish(*n, std::make_exception_ptr(pool_closed(
+                       "procpool: the pool shut down before the task (held by a busy worker) "
+                       "finished")));
       }
       if (!w->current || w->current->ending) continue;
       w->current->ending = std::make_exception_ptr(
@@ -458,10 +466,17 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   }
 
   [[nodiscard]] bool can_take_ahead(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
-    return w.phase == worker_phase::busy && !w.next && !w.writing && w.current &&
+    return w.phase == worker_phase::busy && !w.next && !w.writing && !w.worn && w.current &&
            !w.current->ending &&
+           // The pool never ends its current task early (a timeout or a cancellation kills the
+           // worker, and then whether the task held ahead had started could not be known).
+           !w.current->request.cancellable && effective_timeout(*w.current).count() == 0 &&
            // Its current task is not its last before it is recycled.
            (options_.max_tasks_per_worker == 0 || w.tasks_run + 1 < options_.max_tasks_per_worker);
+  }
+
+  [[nodiscard]] std::chrono::milliseconds effective_timeout(const task& t) const {
+    return t.request.timeout.count() > 0 ? t.request.timeout : options_.task_timeout;
   }
 
   // Only when asked (pool_options::send_ahead). A task that the caller may cancel must not wait in
@@ -516,7 +531,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::size_t sent = 0;
     switch (w->link.try_send(frame, sent)) {
       case worker_link::send_result::sent:
-        if (w->next != t) sent_frame(*t);
+        if (w->current == t) sent_frame(*t);
         return;
       case worker_link::send_result::lost:
         channel_lost(*w);
@@ -531,7 +546,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           scoped_lock lock(self->mutex_);
           w->writing = false;
           // The worker has the frame now, unless a later attempt (another write) owns it.
-          if (t->attempts == attempt && w->next != t) self->sent_frame(*t);
+          // A task held ahead keeps its frame; so does one whose worker is gone (it may be
+          // queued again).
+          if (t->attempts == attempt && self->is_ours(*w) && w->current == t) self->sent_frame(*t);
           if (self->destroyed_ || !ec) return;
           self->channel_lost(*w);
         });
@@ -558,7 +575,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // The task timeout counts from here, the moment a worker takes the task.
   void start_deadline(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
       PROCPOOL_REQUIRES(mutex_) {
-    const auto limit = t->request.timeout.count() > 0 ? t->request.timeout : options_.task_timeout;
+    const auto limit = effective_timeout(*t);
     if (limit.count() <= 0) return;
     t->deadline = std::make_unique<asio::steady_timer>(ex_, limit);
     t->deadline->async_wait([self = shared_from_this(), w, t, limit](boost::system::error_code ec) {
@@ -794,7 +811,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool on_outcome(worker& w, const worker_link::received_frame& f) PROCPOOL_REQUIRES(mutex_) {
     auto t = w.current;          // check_header: the frame names the task this worker runs
     if (t->ending) return true;  // its worker is being killed; the decided outcome stands
-    w.output.collect(label_of(w), pending_output_);
+    // With a task held ahead, the worker may already be printing for it: its unfinished line is
+    // not this task's last one. (Its complete lines may still be named after this task.)
+    w.output.collect(label_of(w), pending_output_, /*task_over=*/!w.next);
     std::exception_ptr ep;
     if (f.header.kind == frame_kind::exception) {
       std::string wrong;
@@ -812,12 +831,15 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     tasks_.forget(t->id);
     finish(*t, ep, ep ? byte_buffer{} : byte_buffer(f.payload.begin(), f.payload.end()));
     ++w.tasks_run;
+    const bool due = worn_out(w);
     if (w.next) {
-      // The worker reads the task sent ahead as soon as it has written this outcome.
+      // The worker reads the task sent ahead as soon as it has written this outcome; if it is due
+      // for recycling, nothing more goes ahead and it retires after that task.
+      w.worn = due;
       w.current = std::move(w.next);
       w.on(worker_event::assigned);
       start_deadline(workers_.at(w.spawn_id), w.current);
-    } else if (worn_out(w) && !closing_) {
+    } else if (due && !closing_) {
       ++stats_.recycled;
       retire(w);
       replenish();  // the replacement starts now, while the old worker exits
@@ -901,6 +923,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_exit_event(const std::shared_ptr<worker>& w, worker::exit_report report)
       PROCPOOL_REQUIRES(mutex_) {
     w->exit = report;
+    w->on(worker_event::stop);  // no task goes to it while its last frames are read
     if (w->channel_ended || destroyed_) {
       finish_death(*w);
       return;
@@ -947,12 +970,15 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                                               options_.cpu_time_limit, options_.memory_max_bytes});
     const pid_t pid = w.process.pid();
     // A task sent ahead never started: it runs on another worker, and does not count as a retry.
-    if (auto n = std::exchange(w.next, nullptr); n && !closing_) {
+    if (auto n = std::exchange(w.next, nullptr); n && w.kill_reason.empty()) {
       tasks_.push_front(n);
     } else if (n) {
+      // It broke the protocol: whether it had started the task held ahead cannot be known.
       tasks_.forget(n->id);
-      finish(*n, std::make_exception_ptr(
-                     pool_closed("procpool: the pool shut down before the task started")));
+      ++stats_.crashed;
+      finish(*n, std::make_exception_ptr(worker_crashed(
+                     pid, 0, -1, name_of(*n), "it " + w.kill_reason + " while holding this task",
+                     w.output.tail())));
     }
     if (auto t = std::exchange(w.current, nullptr)) {
       if (!t->ending && t->request.crash_retries > 0 && !closing_ && !t->request.frame.empty()) {

@@ -128,7 +128,9 @@ struct server {
       send_event(conn, e, pidfd.get());
       // Read after the pool has heard of the worker, off its start-up path.
       owner[pid] = child{conn, system_oom_kills(), req.setup.memory_max_bytes != 0};
-      fork_ahead_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+      if (!fork_ahead_at) {
+        fork_ahead_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+      }
     }
     for (int fd : fds) ::close(fd);
   }

@@ -32,8 +32,11 @@ struct pool_options {
   /// in front of it even if another worker frees up first, so leave it off when long and short
   /// tasks mix. Never sent ahead: a task the caller can cancel (its handler has a cancellation
   /// slot, as use_awaitable's has: a cancellation before it starts must keep it from running), a
-  /// task of 1 MiB or more, and any task when max_queue is set. A task sent ahead whose worker
-  /// dies before starting it runs on another worker, and that is not a crash retry.
+  /// task of 1 MiB or more, any task when max_queue is set, and any task behind one the pool might
+  /// end early (one with a timeout, or one the caller can cancel). A task sent ahead whose worker
+  /// dies before starting it runs on another worker, and that is not a crash retry. Output lines
+  /// a task sent ahead prints before the pool reads the outcome of the task in front of it may be
+  /// named after that task.
   bool send_ahead = false;
 
   /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it
