@@ -9,15 +9,15 @@ MAGIC, HELLO, TASK, RESULT, EXCEPTION = 0x70704C31, 1, 2, 3, 4
 BUILD_ID = b"0123456789abcdef"
 
 
-def frame(kind, task_id, payload, magic=MAGIC):
-    return struct.pack("<IIQQ", magic, kind, task_id, len(payload)) + payload
+def frame(kind, task_id, payload, magic=MAGIC, flags=0):
+    return struct.pack("<IHHQQ", magic, kind, flags, task_id, len(payload)) + payload
 
 
 def text(b):
     return struct.pack("<Q", len(b)) + b
 
 
-def hello(version=1, build=BUILD_ID, pid=1234):
+def hello(version=2, build=BUILD_ID, pid=1234):
     return frame(HELLO, 0, struct.pack("<I", version) + text(build) + struct.pack("<i", pid))
 
 
@@ -44,6 +44,8 @@ seeds = {
     "unknown_exception": hello() + frame(EXCEPTION, 1,
                                          envelope(b"N2ns10my_problemE", b"custom")),
     "bad_alloc": hello() + frame(EXCEPTION, 1, envelope(b"St9bad_alloc", b"std::bad_alloc")),
+    "output_unread": hello() + frame(RESULT, 1, text(b"printed"), flags=1),
+    "unknown_flags": hello() + frame(RESULT, 1, text(b"x"), flags=6),
     "three_tasks": hello() + frame(RESULT, 1, text(b"a")) + frame(RESULT, 2, struct.pack("<Q", 0)) +
     frame(EXCEPTION, 3, envelope(b"St13runtime_error", b"boom")),
     "huge_length": hello() + frame(RESULT, 1, struct.pack("<Q", 1 << 40) + b"abc"),

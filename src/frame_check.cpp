@@ -13,10 +13,14 @@ auto check_header(const frame_header& h, const channel_state& s) -> std::string 
   }
   switch (h.kind) {
     case frame_kind::hello:
+      if (h.flags != 0) return "sent a hello with flags " + std::to_string(h.flags);
       if (s.greeted) return "sent a second hello";
       return {};
     case frame_kind::result:
     case frame_kind::exception:
+      if ((h.flags & ~frame_flag_output_unread) != 0) {
+        return "sent an outcome with unknown flags " + std::to_string(h.flags);
+      }
       if (s.running_task == 0 || s.running_task != h.task_id) {
         return "sent a result for task " + std::to_string(h.task_id) + ", which it was not running";
       }

@@ -58,12 +58,14 @@ auto worker_output::read(output_stream s, const output_label& label,
 }
 
 void worker_output::collect(const output_label& label, std::vector<collected_line>& lines,
-                            bool task_over) {
+                            bool task_over, bool pipes_may_hold_bytes) {
   // One poll for both pipes rather than a read that usually finds nothing on each.
   std::array<pollfd, 2> ready{};
   ready[0] = {out_.pipe.is_open() ? out_.pipe.native_handle() : -1, POLLIN, 0};
   ready[1] = {err_.pipe.is_open() ? err_.pipe.native_handle() : -1, POLLIN, 0};
-  if (ready[0].fd >= 0 || ready[1].fd >= 0) ::poll(ready.data(), ready.size(), 0);
+  if (pipes_may_hold_bytes && (ready[0].fd >= 0 || ready[1].fd >= 0)) {
+    ::poll(ready.data(), ready.size(), 0);
+  }
   for (auto s : {output_stream::out, output_stream::err}) {
     if (ready[s == output_stream::err ? 1 : 0].revents != 0) read(s, label, lines);
     if (auto& p = at(s); task_over && !p.partial.empty()) {

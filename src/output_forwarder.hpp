@@ -58,9 +58,10 @@ class worker_output {
   /// result, and a dead process writes nothing more): reading it now attributes each line to the
   /// task that `label` names and puts the lines before the task's outcome. Text left without a
   /// newline is that task's last line, unless `task_over` is false (the worker already runs the
-  /// next task, whose line it may be).
-  void collect(const output_label& label, std::vector<collected_line>& lines,
-               bool task_over = true);
+  /// next task, whose line it may be). `pipes_may_hold_bytes` false (the worker said its pipes were
+  /// empty when it wrote the outcome) skips the read: what the task wrote was read already.
+  void collect(const output_label& label, std::vector<collected_line>& lines, bool task_over = true,
+               bool pipes_may_hold_bytes = true);
 
   /// Closes both pipes, collecting partial lines first.
   void close(const output_label& label, std::vector<collected_line>& lines);

@@ -813,7 +813,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     if (t->ending) return true;  // its worker is being killed; the decided outcome stands
     // With a task held ahead, the worker may already be printing for it: its unfinished line is
     // not this task's last one. (Its complete lines may still be named after this task.)
-    w.output.collect(label_of(w), pending_output_, /*task_over=*/!w.next);
+    w.output.collect(label_of(w), pending_output_, /*task_over=*/!w.next,
+                     (f.header.flags & frame_flag_output_unread) != 0);
     std::exception_ptr ep;
     if (f.header.kind == frame_kind::exception) {
       std::string wrong;

@@ -1,6 +1,8 @@
 // procpool - the worker loop: read a task frame, run it, write its result or exception.
+#include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -107,8 +109,9 @@ class channel_reader {
   std::size_t begin_ = 0, end_ = 0;
 };
 
-void write_frame(int fd, frame_kind kind, std::uint64_t task_id, const byte_buffer& payload) {
-  frame_header h = make_frame_header(kind, task_id, payload.size());
+void write_frame(int fd, frame_kind kind, std::uint64_t task_id, const byte_buffer& payload,
+                 std::uint16_t flags = 0) {
+  frame_header h = make_frame_header(kind, task_id, payload.size(), flags);
   iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(payload.data()), payload.size()}};
   int count = payload.empty() ? 1 : 2;
   iovec* v = iov;
@@ -184,6 +187,29 @@ class task_region {
   std::size_t size_ = 0;
 };
 
+// Whether the pool may not yet have read everything this worker wrote to its stdout and stderr.
+// Checked on copies of the pipes taken at start-up, so a task that points fd 1 or 2 elsewhere does
+// not hide the pipes; when a pipe cannot be asked, the answer is yes (the pool then reads them).
+class output_pipes {
+ public:
+  output_pipes() : out_(::fcntl(1, F_DUPFD_CLOEXEC, 3)), err_(::fcntl(2, F_DUPFD_CLOEXEC, 3)) {}
+  output_pipes(const output_pipes&) = delete;
+  auto operator=(const output_pipes&) -> output_pipes& = delete;
+  ~output_pipes() {
+    if (out_ >= 0) ::close(out_);
+    if (err_ >= 0) ::close(err_);
+  }
+
+  [[nodiscard]] auto unread() const -> bool { return holds_bytes(out_) || holds_bytes(err_); }
+
+ private:
+  static auto holds_bytes(int fd) -> bool {
+    int n = 0;
+    return fd < 0 || ::ioctl(fd, FIONREAD, &n) != 0 || n > 0;
+  }
+  int out_, err_;
+};
+
 }  // namespace
 
 void prepare_worker_code() {
@@ -215,6 +241,7 @@ void run_worker(int channel, const worker_setup& setup) {
     write_frame(channel, frame_kind::hello, 0, hello);
   }
   channel_reader in(channel);
+  const output_pipes output;
   task_region region;
   byte_buffer payload;
   byte_buffer out;
@@ -258,7 +285,7 @@ void run_worker(int channel, const worker_setup& setup) {
     // Output a task printed belongs next to its result, not in a buffer that a crash would lose.
     std::cout.flush();
     std::fflush(nullptr);
-    write_frame(channel, kind, h.task_id, out);
+    write_frame(channel, kind, h.task_id, out, output.unread() ? frame_flag_output_unread : 0);
   }
 }
 

@@ -9,9 +9,9 @@
 namespace procpool::detail {
 
 inline constexpr std::uint32_t frame_magic = 0x70704c31;  // "ppL1"
-inline constexpr std::uint32_t protocol_version = 1;
+inline constexpr std::uint32_t protocol_version = 2;
 
-enum class frame_kind : std::uint32_t {
+enum class frame_kind : std::uint16_t {
   hello = 1,      // worker -> parent, once: protocol version and build id
   task = 2,       // parent -> worker: thunk address, function address, encoded arguments
   result = 3,     // worker -> parent: encoded result
@@ -26,21 +26,33 @@ struct shared_task {
   std::uint64_t size = 0;  // bytes of the task at the start of the region
 };
 
+/// Bits of frame_header::flags. A frame with a bit its kind does not define is a protocol
+/// violation.
+///
+/// On a result or exception: when the worker wrote the outcome, its stdout or stderr pipe still
+/// held bytes the pool had not read. Without it the pool skips reading the pipes before the
+/// outcome: every byte the task wrote was read already, and lines are collected in the same locked
+/// step that reads them, so they still precede the outcome. (A worker that lies only mislabels its
+/// own output.)
+inline constexpr std::uint16_t frame_flag_output_unread = 1;
+
 /// Fixed-size header in front of every frame; `size` counts the payload bytes after it.
 struct frame_header {
   std::uint32_t magic = frame_magic;
   frame_kind kind{};
+  std::uint16_t flags = 0;
   std::uint64_t task_id = 0;
   std::uint64_t size = 0;
 };
 static_assert(sizeof(frame_header) == 24);
 
 /// The one place a frame header is made: `payload_size` bytes of `kind`, about task `task_id`
-/// (0 for a hello).
-constexpr auto make_frame_header(frame_kind kind, std::uint64_t task_id, std::uint64_t payload_size)
-    -> frame_header {
+/// (0 for a hello), with `flags` (frame_flag_*).
+constexpr auto make_frame_header(frame_kind kind, std::uint64_t task_id, std::uint64_t payload_size,
+                                 std::uint16_t flags = 0) -> frame_header {
   frame_header h;
   h.kind = kind;
+  h.flags = flags;
   h.task_id = task_id;
   h.size = payload_size;
   return h;
