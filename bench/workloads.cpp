@@ -462,7 +462,7 @@ int main(int argc, char** argv) {
         }
         if (wanted("w2_ahead")) {
           // W2 again with pool_options::send_ahead, under its own name.
-          procpool::process_pool pool{io.get_executor(), {.workers = 2, .send_ahead = true}};
+          procpool::process_pool pool{io.get_executor(), {.workers = 2, .send_ahead = 16}};
           co_await warm_up(pool);
           const std::string plain = std::exchange(prefix, prefix + "_send_ahead");
           co_await w2(pool);

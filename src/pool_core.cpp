@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <optional>
 #include <thread>
@@ -49,10 +50,11 @@ struct worker {
   worker_link link;
   worker_output output;
   std::shared_ptr<task> current;  // while busy (and while stopping, until its exit delivers it)
-  std::shared_ptr<task> next;     // sent ahead while `current` runs; starts when current's outcome
-                                  // arrives (see dispatch)
-  bool writing = false;           // an async_write of a frame is still in flight on its channel
-  bool worn = false;  // due for recycling once the task it holds ahead is done (see on_outcome)
+  // Sent ahead while `current` runs, in the order the worker runs them: the first becomes current
+  // when current's outcome arrives (see dispatch).
+  std::deque<std::shared_ptr<task>> ahead;
+  bool writing = false;  // an async_write of a frame is still in flight on its channel
+  bool worn = false;  // due for recycling once the tasks it holds ahead are done (see on_outcome)
   // Its death as the fork server reported it, kept until its channel has ended too: every frame it
   // wrote before dying (a result, then a crash in the next task) is handled before its death.
   struct exit_report {
@@ -241,7 +243,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       }
     }
     s.queued = tasks_.queued();
-    for (const auto& [id, w] : workers_) s.queued += w->next ? 1 : 0;  // sent ahead, not started
+    for (const auto& [id, w] : workers_) s.queued += w->ahead.size();  // sent ahead, not started
     s.waiting = tasks_.parked();
     return s;
   }
@@ -417,7 +419,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                      pool_closed("procpool: the pool shut down before the task started")));
     }
     for (auto& [id, w] : workers_) {
-      if (auto n = std::exchange(w->next, nullptr)) {
+      for (auto& n : std::exchange(w->ahead, {})) {
         tasks_.forget(n->id);
         finish(*n, std::make_exception_ptr(pool_closed(
                        "procpool: the pool shut down before the task (held by a busy worker) "
@@ -454,25 +456,42 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         retire(*w);
       }
     }
-    // Tasks still queued go ahead of time to busy workers, one each: a worker then starts its next
-    // task as soon as it has written an outcome, without waiting for the pool's answer.
+    // Tasks still queued go ahead of time to busy workers: a worker then starts its next task as
+    // soon as it has written an outcome, without waiting for the pool's answer. A worker is topped
+    // up once it holds half its allowance or less, so a stream of tasks costs one write for
+    // several.
     for (auto& [id, w] : workers_) {
       if (tasks_.queued() == 0) break;
-      if (!can_take_ahead(*w) || !can_go_ahead(*tasks_.front())) continue;
-      send_ahead(w, tasks_.pop());
-      release_room();
+      const std::size_t room = room_ahead(*w);
+      std::vector<std::shared_ptr<task>> batch;
+      while (batch.size() < room && tasks_.queued() != 0 && can_go_ahead(*tasks_.front())) {
+        batch.push_back(tasks_.pop());
+      }
+      if (!batch.empty()) send_ahead(w, std::move(batch));
     }
     release_room();
   }
 
-  [[nodiscard]] bool can_take_ahead(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
-    return w.phase == worker_phase::busy && !w.next && !w.writing && !w.worn && w.current &&
-           !w.current->ending &&
-           // The pool never ends its current task early (a timeout or a cancellation kills the
-           // worker, and then whether the task held ahead had started could not be known).
-           !w.current->request.cancellable && effective_timeout(*w.current).count() == 0 &&
-           // Its current task is not its last before it is recycled.
-           (options_.max_tasks_per_worker == 0 || w.tasks_run + 1 < options_.max_tasks_per_worker);
+  // How many more tasks the worker may be sent ahead now.
+  [[nodiscard]] std::size_t room_ahead(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
+    const std::size_t allowance = std::min(options_.send_ahead, worker_link::max_frames_per_send);
+    const bool can_take = w.phase == worker_phase::busy && !w.writing && !w.worn && w.current &&
+                          !w.current->ending && w.ahead.size() <= allowance / 2 &&
+                          // The pool never ends its current task early (a timeout or a cancellation
+                          // kills the worker, and then whether a task held ahead had started could
+                          // not be known). Tasks held ahead pass the same test (can_go_ahead).
+                          !w.current->request.cancellable &&
+                          effective_timeout(*w.current).count() == 0;
+    if (!can_take) return 0;
+    std::size_t room = allowance - w.ahead.size();
+    if (options_.max_tasks_per_worker != 0) {
+      // None beyond its last task before it is recycled.
+      const std::size_t committed = w.tasks_run + 1 + w.ahead.size();
+      room = std::min(room, options_.max_tasks_per_worker > committed
+                                ? options_.max_tasks_per_worker - committed
+                                : std::size_t{0});
+    }
+    return room;
   }
 
   [[nodiscard]] std::chrono::milliseconds effective_timeout(const task& t) const {
@@ -484,16 +503,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   // region, which the running task reads; with a bounded queue nothing goes ahead, so that
   // max_queue counts every task not started.
   [[nodiscard]] bool can_go_ahead(const task& t) const {
-    return options_.send_ahead && !t.request.cancellable && options_.max_queue == 0 &&
+    return options_.send_ahead != 0 && !t.request.cancellable && options_.max_queue == 0 &&
+           effective_timeout(t).count() == 0 &&
            t.request.frame.size() - sizeof(frame_header) < shared_task_threshold;
   }
 
-  void send_ahead(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+  void send_ahead(const std::shared_ptr<worker>& w, std::vector<std::shared_ptr<task>> batch)
       PROCPOOL_REQUIRES(mutex_) {
-    w->next = t;
-    put_frame_header(t->request.frame, frame_kind::task, t->id);
-    ++t->attempts;
-    send_frame(w, t);
+    for (auto& t : batch) {
+      put_frame_header(t->request.frame, frame_kind::task, t->id);
+      ++t->attempts;
+      w->ahead.push_back(t);
+    }
+    send_frames(w, std::move(batch));
   }
 
   // ---- sending a task ----
@@ -519,19 +541,21 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           break;  // through the channel, then
       }
     }
-    send_frame(w, t);
+    send_frames(w, {t});
   }
 
-  // Writes the task's frame to the worker's channel: at once when the socket takes it all, else the
-  // rest asynchronously (nothing else is written to that channel meanwhile: see can_take_ahead).
-  void send_frame(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+  // Writes the tasks' frames to the worker's channel in one system call: at once when the socket
+  // takes them all, else the rest asynchronously (nothing else is written to that channel
+  // meanwhile: see room_ahead).
+  void send_frames(const std::shared_ptr<worker>& w, std::vector<std::shared_ptr<task>> tasks)
       PROCPOOL_REQUIRES(mutex_) {
-    byte_buffer& frame = t->request.frame;
-    const unsigned attempt = t->attempts;
+    std::vector<asio::const_buffer> frames;
+    frames.reserve(tasks.size());
+    for (const auto& t : tasks) frames.push_back(asio::buffer(t->request.frame));
     std::size_t sent = 0;
-    switch (w->link.try_send(frame, sent)) {
+    switch (w->link.try_send(frames, sent)) {
       case worker_link::send_result::sent:
-        if (w->current == t) sent_frame(*t);
+        if (w->current == tasks.front()) sent_frame(*tasks.front());
         return;
       case worker_link::send_result::lost:
         channel_lost(*w);
@@ -539,16 +563,32 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       case worker_link::send_result::partly_sent:
         break;
     }
+    // What is left, from the first byte not sent (the sequence is copied into the operation).
+    std::vector<asio::const_buffer> rest;
+    for (const auto& f : frames) {
+      if (sent >= f.size()) {
+        sent -= f.size();
+        continue;
+      }
+      rest.push_back(f + sent);
+      sent = 0;
+    }
+    std::vector<unsigned> attempts;
+    for (const auto& t : tasks) attempts.push_back(t->attempts);
     w->writing = true;
     asio::async_write(
-        w->link.socket(), asio::buffer(frame.data() + sent, frame.size() - sent),
-        [self = shared_from_this(), w, t, attempt](boost::system::error_code ec, std::size_t) {
+        w->link.socket(), rest,
+        [self = shared_from_this(), w, tasks = std::move(tasks), attempts = std::move(attempts)](
+            boost::system::error_code ec, std::size_t) {
           scoped_lock lock(self->mutex_);
           w->writing = false;
-          // The worker has the frame now, unless a later attempt (another write) owns it.
-          // A task held ahead keeps its frame; so does one whose worker is gone (it may be
-          // queued again).
-          if (t->attempts == attempt && self->is_ours(*w) && w->current == t) self->sent_frame(*t);
+          // The worker has the frame of the task it runs now, unless a later
+          // attempt (another write) owns it. A task held ahead keeps its frame; so
+          // does one whose worker is gone (it may be queued again).
+          const auto& t = tasks.front();
+          if (t->attempts == attempts.front() && self->is_ours(*w) && w->current == t) {
+            self->sent_frame(*t);
+          }
           if (self->destroyed_ || !ec) return;
           self->channel_lost(*w);
         });
@@ -813,7 +853,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     if (t->ending) return true;  // its worker is being killed; the decided outcome stands
     // With a task held ahead, the worker may already be printing for it: its unfinished line is
     // not this task's last one. (Its complete lines may still be named after this task.)
-    w.output.collect(label_of(w), pending_output_, /*task_over=*/!w.next,
+    w.output.collect(label_of(w), pending_output_, /*task_over=*/w.ahead.empty(),
                      (f.header.flags & frame_flag_output_unread) != 0);
     std::exception_ptr ep;
     if (f.header.kind == frame_kind::exception) {
@@ -832,12 +872,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     tasks_.forget(t->id);
     finish(*t, ep, ep ? byte_buffer{} : byte_buffer(f.payload.begin(), f.payload.end()));
     ++w.tasks_run;
-    const bool due = worn_out(w);
-    if (w.next) {
-      // The worker reads the task sent ahead as soon as it has written this outcome; if it is due
-      // for recycling, nothing more goes ahead and it retires after that task.
+    const bool due = w.worn || worn_out(w);
+    if (!w.ahead.empty()) {
+      // The worker reads the next task sent ahead as soon as it has written this outcome; if it is
+      // due for recycling, nothing more goes ahead and it retires after those it holds.
       w.worn = due;
-      w.current = std::move(w.next);
+      w.current = std::move(w.ahead.front());
+      w.ahead.pop_front();
       w.on(worker_event::assigned);
       start_deadline(workers_.at(w.spawn_id), w.current);
     } else if (due && !closing_) {
@@ -970,16 +1011,20 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     const exit_diagnosis why = diagnose_exit({status, memory, w.kill_reason, w.hung_up_alive,
                                               options_.cpu_time_limit, options_.memory_max_bytes});
     const pid_t pid = w.process.pid();
-    // A task sent ahead never started: it runs on another worker, and does not count as a retry.
-    if (auto n = std::exchange(w.next, nullptr); n && w.kill_reason.empty()) {
-      tasks_.push_front(n);
-    } else if (n) {
-      // It broke the protocol: whether it had started the task held ahead cannot be known.
-      tasks_.forget(n->id);
-      ++stats_.crashed;
-      finish(*n, std::make_exception_ptr(worker_crashed(
-                     pid, 0, -1, name_of(*n), "it " + w.kill_reason + " while holding this task",
-                     w.output.tail())));
+    // Tasks sent ahead never started: they run on other workers, in their order, ahead of
+    // everything queued, and that does not count as a retry.
+    auto ahead = std::exchange(w.ahead, {});
+    if (w.kill_reason.empty()) {
+      for (auto n = ahead.rbegin(); n != ahead.rend(); ++n) tasks_.push_front(*n);
+    } else {
+      // It broke the protocol: whether it had started a task held ahead cannot be known.
+      for (auto& n : ahead) {
+        tasks_.forget(n->id);
+        ++stats_.crashed;
+        finish(*n, std::make_exception_ptr(worker_crashed(
+                       pid, 0, -1, name_of(*n), "it " + w.kill_reason + " while holding this task",
+                       w.output.tail())));
+      }
     }
     if (auto t = std::exchange(w.current, nullptr)) {
       if (!t->ending && t->request.crash_retries > 0 && !closing_ && !t->request.frame.empty()) {
@@ -1021,7 +1066,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     // death signal), so end their tasks now.
     for (auto& [id, w] : workers_) {
       release_descriptors(*w);
-      if (auto n = std::exchange(w->next, nullptr)) {
+      for (auto& n : std::exchange(w->ahead, {})) {
         tasks_.forget(n->id);
         finish(*n, std::make_exception_ptr(worker_start_failed(why)));
       }

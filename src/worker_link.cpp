@@ -2,6 +2,7 @@
 #include "worker_link.hpp"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -21,6 +22,28 @@ auto worker_link::try_send(std::span<const std::byte> frame, std::size_t& sent) 
       ::send(channel_.native_handle(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   if (n == static_cast<ssize_t>(frame.size())) {
     sent = frame.size();
+    return send_result::sent;
+  }
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return send_result::lost;
+  sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  return send_result::partly_sent;
+}
+
+auto worker_link::try_send(std::span<const boost::asio::const_buffer> frames, std::size_t& sent)
+    -> send_result {
+  sent = 0;
+  iovec iov[max_frames_per_send];
+  std::size_t count = 0, total = 0;
+  for (const auto& f : frames.first(std::min(frames.size(), max_frames_per_send))) {
+    iov[count++] = {const_cast<void*>(f.data()), f.size()};
+    total += f.size();
+  }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  const ssize_t n = ::sendmsg(channel_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n >= 0 && static_cast<std::size_t>(n) == total && count == frames.size()) {
+    sent = total;
     return send_result::sent;
   }
   if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return send_result::lost;

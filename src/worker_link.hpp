@@ -33,6 +33,10 @@ class worker_link {
   /// Writes a whole frame if the socket takes it now (most do: no completion to run). On
   /// partly_sent, `sent` bytes went and the caller writes the rest asynchronously.
   auto try_send(std::span<const std::byte> frame, std::size_t& sent) -> send_result;
+  /// The same for several frames in one system call (at most max_frames_per_send).
+  auto try_send(std::span<const boost::asio::const_buffer> frames, std::size_t& sent)
+      -> send_result;
+  static constexpr std::size_t max_frames_per_send = 64;
 
   enum class shared_result { sent, unavailable, lost };
 

@@ -1,7 +1,8 @@
-// pool_options::send_ahead: a busy worker holds the next task while it runs the current one. What
-// must stay exact: a task held ahead that never started is re-queued (not failed, not a retry) when
-// its worker dies; a result written just before the worker died is delivered; a task the caller
-// can cancel is never held ahead; every outcome of a crash-ridden stream is the right one.
+// pool_options::send_ahead: a busy worker holds the next tasks while it runs the current one. What
+// must stay exact: tasks held ahead that never started are re-queued in order (not failed, not a
+// retry) when their worker dies; a result written just before the worker died is delivered; a task
+// the caller can cancel is never held ahead; a worker is sent nothing past its recycling point;
+// every outcome of a crash-ridden stream is the right one.
 //
 // A worker is held at a known point with a FIFO: the task opens it for reading, which blocks until
 // the test opens it for writing, and then waits for one byte.
@@ -13,6 +14,8 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -72,7 +75,7 @@ class gate {
 
 TEST_F(SendAhead, ATaskHeldAheadWhoseWorkerCrashesRunsOnAnotherWorkerAndIsNoRetry) {
   gate g;
-  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = true}};
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 1}};
   auto crashing = pool.async_submit(gated, g.path(), -1, asio::use_future);
   auto held = pool.async_submit(square, 3, asio::use_future);
   g.wait_for_task();
@@ -88,7 +91,7 @@ TEST_F(SendAhead, ATaskHeldAheadWhoseWorkerCrashesRunsOnAnotherWorkerAndIsNoRetr
 
 TEST_F(SendAhead, AResultWrittenJustBeforeTheWorkerDiedIsDelivered) {
   gate g;
-  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = true}};
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 1}};
   // The worker writes the first result and at once dies in the task it holds ahead: its death can
   // reach the pool before the result is read, and must not take the result with it.
   auto first = pool.async_submit(gated, g.path(), 5, asio::use_future);
@@ -103,7 +106,7 @@ TEST_F(SendAhead, AResultWrittenJustBeforeTheWorkerDiedIsDelivered) {
 
 TEST_F(SendAhead, ATaskTheCallerCanCancelIsNeverHeldAheadAndACancelKeepsItFromRunning) {
   gate g;
-  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = true}};
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 1}};
   auto running = pool.async_submit(gated, g.path(), 2, asio::use_future);
   asio::cancellation_signal signal;
   auto cancellable = pool.async_submit(
@@ -117,8 +120,52 @@ TEST_F(SendAhead, ATaskTheCallerCanCancelIsNeverHeldAheadAndACancelKeepsItFromRu
   EXPECT_EQ(pool.stats().crashed, 0U);
 }
 
-TEST_F(SendAhead, EveryOutcomeOfACrashRiddenStreamIsExact) {
-  process_pool pool{io_.get_executor(), {.workers = 2, .send_ahead = true}};
+auto monotonic_ns(int) -> std::int64_t {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+auto pid_of_worker(int) -> int {
+  return ::getpid();
+}
+
+TEST_F(SendAhead, TasksHeldAheadOfACrashedWorkerRunElsewhereInTheirOrder) {
+  gate g;
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 8}};
+  auto crashing = pool.async_submit(gated, g.path(), -1, asio::use_future);
+  std::vector<std::future<std::int64_t>> held;
+  for (int i = 0; i < 8; ++i) held.push_back(pool.async_submit(monotonic_ns, i, asio::use_future));
+  g.wait_for_task();
+  EXPECT_EQ(pool.stats().queued, 8U);  // held ahead or queued: none started
+  g.release();
+  EXPECT_THROW(get(crashing), worker_crashed);
+  std::int64_t previous = 0;
+  for (auto& f : held) {
+    const std::int64_t started = get(f);
+    EXPECT_GT(started, previous);  // one worker ran them one after another, in submission order
+    previous = started;
+  }
+  EXPECT_EQ(pool.stats().crashed, 1U);
+  EXPECT_EQ(pool.stats().retried, 0U);
+}
+
+TEST_F(SendAhead, AWorkerIsSentNoTaskBeyondItsLastBeforeRecycling) {
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 8, .max_tasks_per_worker = 3}};
+  std::vector<std::future<int>> pids;
+  for (int i = 0; i < 20; ++i)
+    pids.push_back(pool.async_submit(pid_of_worker, i, asio::use_future));
+  std::map<int, int> tasks_per_pid;
+  for (auto& f : pids) ++tasks_per_pid[get(f)];
+  for (const auto& [pid, n] : tasks_per_pid) EXPECT_LE(n, 3) << "pid " << pid;
+  EXPECT_GE(tasks_per_pid.size(), 7U);
+  EXPECT_EQ(pool.stats().crashed, 0U);
+}
+
+class SendAheadDepth : public PoolTest, public ::testing::WithParamInterface<std::size_t> {};
+
+TEST_P(SendAheadDepth, EveryOutcomeOfACrashRiddenStreamIsExact) {
+  process_pool pool{io_.get_executor(), {.workers = 2, .send_ahead = GetParam()}};
   constexpr int tasks = 2000;
   std::vector<std::future<int>> results;
   results.reserve(tasks);
@@ -140,6 +187,8 @@ TEST_F(SendAhead, EveryOutcomeOfACrashRiddenStreamIsExact) {
   EXPECT_EQ(s.completed, static_cast<std::uint64_t>(tasks - crashed));
   EXPECT_EQ(s.retried, 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(OneAndSixteen, SendAheadDepth, ::testing::Values(1, 16));
 
 }  // namespace
 }  // namespace procpool::test

@@ -26,18 +26,20 @@ struct pool_options {
   /// a time either way; a spare costs one idle process (its memory, no CPU).
   std::size_t spare_workers = 0;
 
-  /// Send a queued task to a busy worker ahead of time, one per worker, so that the worker starts
-  /// it as soon as it has written its current task's outcome instead of waiting for the pool's
-  /// answer: more throughput for many short tasks. The price: a task sent ahead waits for the task
-  /// in front of it even if another worker frees up first, so leave it off when long and short
-  /// tasks mix. Never sent ahead: a task the caller can cancel (its handler has a cancellation
-  /// slot, as use_awaitable's has: a cancellation before it starts must keep it from running), a
-  /// task of 1 MiB or more, any task when max_queue is set, and any task behind one the pool might
-  /// end early (one with a timeout, or one the caller can cancel). A task sent ahead whose worker
-  /// dies before starting it runs on another worker, and that is not a crash retry. Output lines
-  /// a task sent ahead prints before the pool reads the outcome of the task in front of it may be
-  /// named after that task.
-  bool send_ahead = false;
+  /// How many queued tasks a busy worker may hold beyond the one it runs (at most 64); 0, the
+  /// default, sends none ahead. A worker holding tasks starts the next as soon as it has written an
+  /// outcome instead of waiting for the pool's answer, and a worker is topped up once it holds half
+  /// of this or less, several tasks in one write: more throughput for many short tasks (16 is a
+  /// good start). The price: a task sent ahead waits for the tasks in front of it even if another
+  /// worker frees up first, so leave it at 0 when long and short tasks mix. Never sent ahead: a
+  /// task the caller can cancel (its handler has a cancellation slot, as use_awaitable's has: a
+  /// cancellation before it starts must keep it from running), a task with a timeout, a task of
+  /// 1 MiB or more, any task when max_queue is set, and any task behind one the pool might end
+  /// early (one with a timeout, or one the caller can cancel). Tasks sent ahead whose worker dies
+  /// before starting them run on other workers, in order, and that is not a crash retry. Output
+  /// lines a task sent ahead prints before the pool reads the outcome of the task in front of it
+  /// may be named after that task.
+  std::size_t send_ahead = 0;
 
   /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it
   /// kills them (SIGKILL). Idle workers exit at once when their channel closes.
