@@ -17,6 +17,7 @@
 #include "procpool/detail/codec.hpp"
 #include "procpool/detail/wire.hpp"
 #include "procpool/process_pool.hpp"
+#include "procpool/shared_bytes.hpp"
 #include "support/pool_fixture.hpp"
 
 namespace procpool::test {
@@ -188,6 +189,59 @@ TEST_F(Transfer, AWorkerCannotMakeItsSharedRegionWritable) {
   EXPECT_EQ(get(pool.async_submit(try_to_write_the_region, std::vector<std::byte>(2 << 20),
                                   asio::use_future)),
             1);
+}
+
+// A shared_bytes parameter: its checksum, and where its bytes are (1: in the read-only shared
+// region, 2: elsewhere, i.e. the channel's receive buffer; 0: not found).
+auto inspect_view(shared_bytes b, int tag) -> std::tuple<std::uint64_t, std::uint64_t, int, int> {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) sum = sum * 31 + static_cast<std::uint64_t>(b[i]) + i;
+  int where = 0;
+  const auto address = reinterpret_cast<unsigned long>(b.data());
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    unsigned long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2) continue;
+    if (address < begin || address >= end) continue;
+    where = line.find("procpool-task-region") != std::string::npos ? 1 : 2;
+  }
+  return {b.size(), sum, where, tag};
+}
+
+static_assert(transferable<shared_bytes>);
+static_assert(
+    !std::is_trivially_copyable_v<shared_bytes>);  // a struct holding one is not raw bytes
+
+TEST_F(Transfer, ASharedBytesParameterReadsALargeTaskInPlaceInTheSharedRegion) {
+  process_pool pool{io_.get_executor(), {.workers = 1}};
+  for (std::size_t size : {std::size_t{3} << 20, std::size_t{1000}, std::size_t{0}}) {
+    const auto data = patterned(size, 5);
+    const auto [n, sum, where, tag] =
+        get(pool.async_submit(inspect_view, data, 7, asio::use_future));
+    EXPECT_EQ(n, size);
+    EXPECT_EQ(sum, checksum(data).second);
+    EXPECT_EQ(tag, 7);  // what follows the view decodes too
+    if (size >= (std::size_t{1} << 20)) {
+      EXPECT_EQ(where, 1) << "not read in place";
+    }
+  }
+  // Any contiguous range of bytes or characters converts; it must live only until submit returns.
+  std::string text = "seen in place";
+  auto from_string = pool.async_submit(inspect_view, text, 1, asio::use_future);
+  text.assign(text.size(), 'x');
+  EXPECT_EQ(std::get<0>(get(from_string)), 13U);
+  const std::vector<std::byte> as_vector(text.size(), std::byte{'x'});
+  EXPECT_EQ(
+      std::get<1>(get(pool.async_submit(inspect_view, shared_bytes(text), 2, asio::use_future))),
+      checksum(as_vector).second);
+}
+
+TEST(Decoding, ASharedBytesLengthClaimingMoreThanTheBytesLeftIsRefused) {
+  detail::byte_buffer forged;
+  detail::encode_into(forged, std::uint64_t{1} << 40);
+  forged.resize(forged.size() + 3, std::byte{'a'});
+  shared_bytes b;
+  EXPECT_THROW(detail::decode_from(forged, b), serialization_error);
 }
 
 TEST(Decoding, ALengthClaimingMoreThanTheBytesLeftIsRefusedBeforeAllocating) {

@@ -3,7 +3,8 @@
 // Arguments and results travel as cereal binary archives. Supported without any work on your part:
 // arithmetic types, enums, trivially copyable structs (sent as their bytes), std::string,
 // std::vector, std::map, std::unordered_map, std::set, std::optional, std::pair, std::tuple,
-// std::variant, std::array and any nesting of these.
+// std::variant, std::array and any nesting of these. procpool::shared_bytes (shared_bytes.hpp) is a
+// parameter type that reads large byte buffers in place in the worker.
 //
 // The one customization point for other types is cereal's: give the type a member
 //
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "procpool/detail/archive.hpp"
+#include "procpool/shared_bytes.hpp"
 
 namespace procpool::detail {
 
@@ -106,6 +108,20 @@ void CEREAL_LOAD_FUNCTION_NAME(procpool::detail::byte_input_archive& ar,
   ar(make_size_tag(size));
   v.resize(static_cast<std::size_t>(size));
   ar(binary_data(v.data(), v.size()));
+}
+
+// A shared_bytes argument is written like a std::vector<std::byte> (so either can be sent to a
+// parameter of the other type) and read as a view of the bytes where they are.
+inline void CEREAL_SAVE_FUNCTION_NAME(procpool::detail::byte_output_archive& ar,
+                                      const procpool::shared_bytes& b) {
+  ar(make_size_tag(static_cast<size_type>(b.size())));
+  ar(binary_data(b.data(), b.size()));
+}
+inline void CEREAL_LOAD_FUNCTION_NAME(procpool::detail::byte_input_archive& ar,
+                                      procpool::shared_bytes& b) {
+  size_type size{};
+  ar(make_size_tag(size));
+  b = procpool::shared_bytes(ar.take_view(static_cast<std::size_t>(size)));
 }
 
 }  // namespace cereal

@@ -69,6 +69,14 @@ class byte_input_archive
     return static_cast<std::size_t>(end_ - next_);
   }
 
+  /// The next `size` bytes where they are, for a view (procpool::shared_bytes) instead of a copy.
+  auto take_view(std::size_t size) -> std::span<const std::byte> {
+    check_length(size);
+    const std::span<const std::byte> view(next_, size);
+    next_ += size;
+    return view;
+  }
+
  private:
   const std::byte* next_;
   const std::byte* end_;

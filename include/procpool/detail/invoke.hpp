@@ -28,6 +28,9 @@ template <class F>
 struct function_traits;
 template <class R, class... P>
 struct function_traits<R (*)(P...)> {
+  static_assert(!std::is_same_v<std::decay_t<R>, shared_bytes>,
+                "procpool: a task cannot return shared_bytes (a view of the worker's task bytes, "
+                "gone when it returns); return a std::vector<std::byte>");
   using result_type = std::decay_t<R>;
   using pointer = R (*)(P...);
   using stored_args = std::tuple<std::decay_t<P>...>;
