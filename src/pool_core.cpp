@@ -11,9 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstring>
-#include <deque>
 #include <map>
-#include <optional>
 #include <thread>
 
 #include "completion_batch.hpp"
@@ -21,6 +19,7 @@
 #include "frame_check.hpp"
 #include "internal.hpp"
 #include "output_forwarder.hpp"
+#include "pool_worker.hpp"
 #include "process_handle.hpp"
 #include "procpool/error.hpp"
 #include "stop_sequence.hpp"
@@ -34,40 +33,6 @@ namespace procpool::detail {
 namespace asio = boost::asio;
 
 namespace {
-
-// One worker process as the pool sees it. Guarded by pool_core::mutex_.
-struct worker {
-  worker(const asio::any_io_executor& ex, worker_descriptors& fds, tail_policy policy)
-      : link(ex, std::move(fds.channel)),
-        output(ex, std::move(fds.out), std::move(fds.err), policy) {}
-
-  void on(worker_event e) { phase = next_phase(phase, e); }
-
-  std::uint64_t spawn_id = 0;
-  std::size_t slot = 0;
-  worker_phase phase = worker_phase::forking;
-  process_handle process;
-  worker_link link;
-  worker_output output;
-  std::shared_ptr<task> current;  // while busy (and while stopping, until its exit delivers it)
-  // Sent ahead while `current` runs, in the order the worker runs them: the first becomes current
-  // when current's outcome arrives (see dispatch).
-  std::deque<std::shared_ptr<task>> ahead;
-  bool writing = false;  // an async_write of a frame is still in flight on its channel
-  bool worn = false;  // due for recycling once the tasks it holds ahead are done (see on_outcome)
-  // Its death as the fork server reported it, kept until its channel has ended too: every frame it
-  // wrote before dying (a result, then a crash in the next task) is handled before its death.
-  struct exit_report {
-    int status = 0;
-    std::uint32_t memory = 0;
-  };
-  std::optional<exit_report> exit;
-  bool channel_ended = false;
-  std::unique_ptr<asio::steady_timer> exit_timer;  // see on_exit_event
-  std::size_t tasks_run = 0;
-  std::string kill_reason;     // why the pool killed it, for the error its task gets
-  bool hung_up_alive = false;  // its channel ended while the process still ran
-};
 
 constexpr unsigned max_consecutive_start_failures = 5;
 
