@@ -1,6 +1,6 @@
 // procpool - the pool's core: one lock, the options, the stats, and the glue between its units
-// (task_queue, worker_link, worker_output, process_handle, zygote_client). The units return what
-// happened; this file decides what follows. See docs/design.md, "Inside the pool".
+// (task_queue, worker_supervisor, worker_link, worker_output, process_handle, zygote_client),
+// which return what happened; this file decides what follows. See design.md, "Inside the pool".
 #include "procpool/detail/pool_core.hpp"
 
 #include <signal.h>
@@ -11,9 +11,7 @@
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <cstring>
-#include <deque>
 #include <map>
-#include <optional>
 #include <thread>
 
 #include "completion_batch.hpp"
@@ -21,6 +19,7 @@
 #include "frame_check.hpp"
 #include "internal.hpp"
 #include "output_forwarder.hpp"
+#include "pool_worker.hpp"
 #include "process_handle.hpp"
 #include "procpool/error.hpp"
 #include "stop_sequence.hpp"
@@ -28,48 +27,13 @@
 #include "thread_annotations.hpp"
 #include "worker_lifecycle.hpp"
 #include "worker_link.hpp"
+#include "worker_supervisor.hpp"
 #include "zygote_client.hpp"
 
 namespace procpool::detail {
 namespace asio = boost::asio;
 
 namespace {
-
-// One worker process as the pool sees it. Guarded by pool_core::mutex_.
-struct worker {
-  worker(const asio::any_io_executor& ex, worker_descriptors& fds, tail_policy policy)
-      : link(ex, std::move(fds.channel)),
-        output(ex, std::move(fds.out), std::move(fds.err), policy) {}
-
-  void on(worker_event e) { phase = next_phase(phase, e); }
-
-  std::uint64_t spawn_id = 0;
-  std::size_t slot = 0;
-  worker_phase phase = worker_phase::forking;
-  process_handle process;
-  worker_link link;
-  worker_output output;
-  std::shared_ptr<task> current;  // while busy (and while stopping, until its exit delivers it)
-  // Sent ahead while `current` runs, in the order the worker runs them: the first becomes current
-  // when current's outcome arrives (see dispatch).
-  std::deque<std::shared_ptr<task>> ahead;
-  bool writing = false;  // an async_write of a frame is still in flight on its channel
-  bool worn = false;  // due for recycling once the tasks it holds ahead are done (see on_outcome)
-  // Its death as the fork server reported it, kept until its channel has ended too: every frame it
-  // wrote before dying (a result, then a crash in the next task) is handled before its death.
-  struct exit_report {
-    int status = 0;
-    std::uint32_t memory = 0;
-  };
-  std::optional<exit_report> exit;
-  bool channel_ended = false;
-  std::unique_ptr<asio::steady_timer> exit_timer;  // see on_exit_event
-  std::size_t tasks_run = 0;
-  std::string kill_reason;     // why the pool killed it, for the error its task gets
-  bool hung_up_alive = false;  // its channel ended while the process still ran
-};
-
-constexpr unsigned max_consecutive_start_failures = 5;
 
 // Tasks of at least this many bytes go through the worker's shared region (see worker_link).
 constexpr std::size_t shared_task_threshold = std::size_t{1} << 20;
@@ -84,19 +48,18 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         target_(options.workers != 0 ? options.workers
                                      : std::max(1U, std::thread::hardware_concurrency())),
         tasks_(options.max_queue),
+        supervisor_(options, target_),
         zygote_(ex_),
         emitter_(options.output),
         respawn_timer_(ex_),
-        spare_timer_(ex_) {
-    slots_.assign(target_, false);
-  }
+        spare_timer_(ex_) {}
 
   void start() {
     unique_fd conn = connect_zygote();
     scoped_lock lock(mutex_);
     zygote_.assign(std::move(conn));
     read_events();
-    for (std::size_t i = 0; i < target_ + options_.spare_workers; ++i) spawn_worker();
+    for (std::size_t i = 0; i < supervisor_.full_strength(); ++i) spawn_worker();
     auto outcomes = take_gathered();
     lock.unlock();
     deliver(std::move(outcomes));
@@ -116,11 +79,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       finish(*t, std::move(refusal));
     } else {
       tasks_.admit(std::move(t));
-      if (start_blocked_) {
-        start_blocked_ = false;
-        consecutive_start_failures_ = 0;
-        replenish();
-      }
+      if (supervisor_.resume_on_new_task()) replenish();
       dispatch();
     }
     auto outcomes = take_gathered();
@@ -679,62 +638,47 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       start_failed(error);
       return;
     }
-    worker_setup setup;
-    setup.memory_limit_bytes = options_.memory_limit_bytes;
-    setup.memory_max_bytes = options_.memory_max_bytes;
-    setup.heap_retain_bytes = options_.worker_heap_retain_bytes;
-    setup.cpu_seconds = static_cast<std::uint64_t>(options_.cpu_time_limit.count());
-    setup.initializer = reinterpret_cast<std::uintptr_t>(options_.initializer);
-    const std::uint64_t spawn_id = zygote_.spawn(
-        setup, {fds->worker_channel.get(), fds->worker_out.get(), fds->worker_err.get()});
+    const std::uint64_t spawn_id =
+        zygote_.spawn(supervisor_.setup(),
+                      {fds->worker_channel.get(), fds->worker_out.get(), fds->worker_err.get()});
     if (spawn_id == 0) {
       lose_zygote(std::string("procpool: the fork server is gone: ") + std::strerror(errno));
       return;
     }
-    auto w = std::make_shared<worker>(
-        ex_, *fds, tail_policy{options_.crash_output_lines, options_.crash_output_includes_stdout});
+    auto w = std::make_shared<worker>(ex_, *fds, supervisor_.tail());
     w->spawn_id = spawn_id;
-    w->slot = take_slot();
+    w->slot = supervisor_.take_slot();
     workers_[spawn_id] = w;
     watch_channel(w);
     watch_output(w, output_stream::out);
     watch_output(w, output_stream::err);
   }
 
-  // The lowest free slot; a new one while a recycled worker still holds its own.
-  std::size_t take_slot() PROCPOOL_REQUIRES(mutex_) {
-    const auto slot =
-        static_cast<std::size_t>(std::find(slots_.begin(), slots_.end(), false) - slots_.begin());
-    if (slot == slots_.size()) slots_.push_back(false);
-    slots_[slot] = true;
-    return slot;
-  }
-
-  void free_slot(const worker& w) PROCPOOL_REQUIRES(mutex_) {
-    if (w.slot < slots_.size()) slots_[w.slot] = false;
-  }
-
   void replenish() PROCPOOL_REQUIRES(mutex_) {
-    if (!zygote_error_.empty() || start_blocked_ || respawn_pending_) return;
+    if (!zygote_error_.empty()) return;
     if (closing_ && tasks_.queued() == 0) return;
-    std::size_t live = live_workers();
-    for (; live < target_; ++live) {
+    const auto decision = supervisor_.replenish(live_workers());
+    for (std::size_t i = 0; i < decision.spawn_now; ++i) {
       ++stats_.respawned;
       spawn_worker();
     }
-    if (live >= target_ + options_.spare_workers || spare_pending_) return;
-    // A lost worker's place was just taken by a spare; starting the new spare a moment later
-    // keeps its fork and start-up off the CPUs while the spare answers the next task.
-    spare_pending_ = true;
-    spare_timer_.expires_after(std::chrono::milliseconds(5));
+    if (!decision.arm_spare_timer) return;
+    spare_timer_.expires_after(spare_delay);
     spare_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
       self->guarded([&] {
         self->mutex_.assert_held();
-        self->spare_pending_ = false;
-        if (ec || self->closing_) return;
-        self->replenish_spares();
+        self->supervisor_.spare_timer_done();
+        if (!ec && !self->closing_) self->start_missing_spares();
       });
     });
+  }
+
+  void start_missing_spares() PROCPOOL_REQUIRES(mutex_) {
+    if (!zygote_error_.empty()) return;
+    for (auto n = supervisor_.spares_missing(live_workers()); n != 0; --n) {
+      ++stats_.respawned;
+      spawn_worker();
+    }
   }
 
   [[nodiscard]] std::size_t live_workers() const PROCPOOL_REQUIRES(mutex_) {
@@ -743,31 +687,24 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                       [](const auto& kv) { return will_serve(kv.second->phase); }));
   }
 
-  void replenish_spares() PROCPOOL_REQUIRES(mutex_) {
-    if (!zygote_error_.empty() || start_blocked_) return;
-    for (std::size_t live = live_workers(); live < target_ + options_.spare_workers; ++live) {
-      ++stats_.respawned;
-      spawn_worker();
-    }
-  }
-
   void start_failed(const std::string& why) PROCPOOL_REQUIRES(mutex_) {
-    if (++consecutive_start_failures_ >= max_consecutive_start_failures) {
-      start_blocked_ = true;
-      fail_queue(why);
-    } else if (!respawn_pending_) {
-      // Back off before the next attempt (10 ms, 20 ms, 40 ms, ...): a worker that dies at once
-      // would otherwise be restarted in a tight loop.
-      respawn_pending_ = true;
-      respawn_timer_.expires_after(
-          std::chrono::milliseconds(10 << (consecutive_start_failures_ - 1)));
-      respawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-        self->guarded([&] {
-          self->mutex_.assert_held();
-          self->respawn_pending_ = false;
-          if (!ec) self->replenish();
+    const auto decision = supervisor_.start_failed();
+    switch (decision.what) {
+      case worker_supervisor::failure_decision::action::give_up:
+        fail_queue(why);
+        break;
+      case worker_supervisor::failure_decision::action::back_off:
+        respawn_timer_.expires_after(decision.delay);
+        respawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+          self->guarded([&] {
+            self->mutex_.assert_held();
+            self->supervisor_.back_off_done();
+            if (!ec) self->replenish();
+          });
         });
-      });
+        break;
+      case worker_supervisor::failure_decision::action::backing_off:
+        break;
     }
     check_shutdown_done();
   }
@@ -837,7 +774,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           return false;
         }
         w.on(worker_event::greeted);
-        if (w.phase == worker_phase::idle) consecutive_start_failures_ = 0;
+        if (w.phase == worker_phase::idle) supervisor_.worker_ready();
         dispatch();
         return true;
       case frame_kind::result:
@@ -932,7 +869,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         auto& w = *it->second;
         w.process.adopt(e.pid, std::move(fd));
         w.on(worker_event::forked);
-        if (w.phase == worker_phase::idle) consecutive_start_failures_ = 0;
+        if (w.phase == worker_phase::idle) supervisor_.worker_ready();
         dispatch();
         return;
       }
@@ -943,7 +880,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           auto w = it->second;
           workers_.erase(it);
           release_descriptors(*w);
-          free_slot(*w);
+          supervisor_.free_slot(w->slot);
         }
         start_failed(std::string("procpool: fork failed: ") + std::strerror(e.status));
         return;
@@ -1007,7 +944,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_worker_exit(worker& w, int status, std::uint32_t memory) PROCPOOL_REQUIRES(mutex_) {
     w.output.collect(label_of(w), pending_output_);
     release_descriptors(w);
-    free_slot(w);
+    supervisor_.free_slot(w.slot);
     const exit_diagnosis why = diagnose_exit({status, memory, w.kill_reason, w.hung_up_alive,
                                               options_.cpu_time_limit, options_.memory_max_bytes});
     const pid_t pid = w.process.pid();
@@ -1076,7 +1013,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       }
     }
     workers_.clear();
-    slots_.assign(slots_.size(), false);
+    supervisor_.free_all_slots();
     check_shutdown_done();
   }
 
@@ -1096,29 +1033,23 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   const std::size_t target_;  // workers that may run tasks at once (pool_options::workers)
   task_queue tasks_ PROCPOOL_GUARDED_BY(mutex_);
   std::map<std::uint64_t, std::shared_ptr<worker>> workers_
-      PROCPOOL_GUARDED_BY(mutex_);                       // by spawn id
-  std::vector<bool> slots_ PROCPOOL_GUARDED_BY(mutex_);  // which worker slots are taken
+      PROCPOOL_GUARDED_BY(mutex_);  // by spawn id
+  worker_supervisor supervisor_ PROCPOOL_GUARDED_BY(mutex_);
   zygote_client zygote_ PROCPOOL_GUARDED_BY(mutex_);
   completion_batch completions_
       PROCPOOL_GUARDED_BY(mutex_);  // gathered under the lock, run after it
   std::vector<collected_line> pending_output_
       PROCPOOL_GUARDED_BY(mutex_);  // read under the lock, emitted after it
   output_emitter emitter_;  // its own order mutex, taken before mutex_, never while holding it
+  // Armed on the supervisor's word: the back-off after a start failure, and the spares' delay.
   asio::steady_timer respawn_timer_ PROCPOOL_GUARDED_BY(mutex_);
-  asio::steady_timer spare_timer_
-      PROCPOOL_GUARDED_BY(mutex_);  // starts replacement spares (see replenish)
+  asio::steady_timer spare_timer_ PROCPOOL_GUARDED_BY(mutex_);
   std::vector<byte_buffer> spare_frames_
       PROCPOOL_GUARDED_BY(mutex_);                 // sent frames' buffers, for reuse
   std::atomic<std::size_t> spare_frame_count_{0};  // spare_frames_.size(), read without the lock
   std::atomic<std::uint64_t> next_task_id_{1};
   bool closing_ PROCPOOL_GUARDED_BY(mutex_) = false;
   bool destroyed_ PROCPOOL_GUARDED_BY(mutex_) = false;
-  bool start_blocked_ PROCPOOL_GUARDED_BY(mutex_) = false;
-  bool respawn_pending_ PROCPOOL_GUARDED_BY(mutex_) =
-      false;  // a back-off timer will call replenish()
-  bool spare_pending_ PROCPOOL_GUARDED_BY(mutex_) =
-      false;  // spare_timer_ will start the missing spares
-  unsigned consecutive_start_failures_ PROCPOOL_GUARDED_BY(mutex_) = 0;
   std::string zygote_error_ PROCPOOL_GUARDED_BY(mutex_);
   std::vector<shutdown_completion> shutdown_waiters_ PROCPOOL_GUARDED_BY(mutex_);
   pool_stats stats_ PROCPOOL_GUARDED_BY(mutex_);

@@ -1,5 +1,5 @@
 // The pool's pure units, tested directly: why a worker died (diagnose_exit), the worker lifecycle's
-// transitions, and where the task queue keeps each task.
+// transitions, where the task queue keeps each task, and when the supervisor starts workers.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -9,6 +9,7 @@
 #include "procpool/error.hpp"
 #include "task_queue.hpp"
 #include "worker_lifecycle.hpp"
+#include "worker_supervisor.hpp"
 
 namespace procpool::detail {
 namespace {
@@ -216,6 +217,112 @@ TEST(TaskQueue, ARoomWaiterCanBeTakenBackOnce) {
   q.add_room_waiter(7, [](std::exception_ptr) {});
   EXPECT_TRUE(static_cast<bool>(q.take_room_waiter(7)));
   EXPECT_FALSE(static_cast<bool>(q.take_room_waiter(7)));
+}
+
+auto options_with_spares(std::size_t spares) -> pool_options {
+  pool_options o;
+  o.spare_workers = spares;
+  return o;
+}
+
+using failure = worker_supervisor::failure_decision::action;
+
+// `n` start failures, each after the previous back-off ended.
+void fail_starts(worker_supervisor& s, unsigned n) {
+  for (unsigned i = 0; i < n; ++i) {
+    s.start_failed();
+    s.back_off_done();
+  }
+}
+
+TEST(WorkerSupervisor, SlotsAreTheLowestFreeNumbersAndGrowWhileAllAreTaken) {
+  worker_supervisor s(options_with_spares(0), 2);
+  EXPECT_EQ(s.take_slot(), 0U);
+  EXPECT_EQ(s.take_slot(), 1U);
+  EXPECT_EQ(s.take_slot(), 2U);  // a recycled worker still holds its own
+  s.free_slot(1);
+  EXPECT_EQ(s.take_slot(), 1U);
+  s.free_slot(99);  // not a slot: ignored
+  s.free_all_slots();
+  EXPECT_EQ(s.take_slot(), 0U);
+}
+
+TEST(WorkerSupervisor, ReplenishStartsTheMissingWorkersAtOnceAndSparesAfterADelay) {
+  worker_supervisor s(options_with_spares(2), 4);
+  EXPECT_EQ(s.full_strength(), 6U);
+  auto d = s.replenish(3);
+  EXPECT_EQ(d.spawn_now, 1U);
+  EXPECT_TRUE(d.arm_spare_timer);
+  d = s.replenish(3);  // the spare timer is armed already
+  EXPECT_EQ(d.spawn_now, 1U);
+  EXPECT_FALSE(d.arm_spare_timer);
+  s.spare_timer_done();
+  EXPECT_EQ(s.spares_missing(4), 2U);
+  EXPECT_EQ(s.spares_missing(7), 0U);
+  d = s.replenish(6);
+  EXPECT_EQ(d.spawn_now, 0U);
+  EXPECT_FALSE(d.arm_spare_timer);
+}
+
+TEST(WorkerSupervisor, WithoutSparesNoSpareTimerIsArmed) {
+  worker_supervisor s(options_with_spares(0), 2);
+  const auto d = s.replenish(0);
+  EXPECT_EQ(d.spawn_now, 2U);
+  EXPECT_FALSE(d.arm_spare_timer);
+}
+
+TEST(WorkerSupervisor, BackOffDoublesAfterEachStartFailureAndGivesUpAfterFive) {
+  worker_supervisor s(options_with_spares(0), 1);
+  for (const auto delay : {10ms, 20ms, 40ms, 80ms}) {
+    const auto d = s.start_failed();
+    EXPECT_EQ(d.what, failure::back_off);
+    EXPECT_EQ(d.delay, delay);
+    EXPECT_EQ(s.replenish(0).spawn_now, 0U);  // not before the back-off ends
+    s.back_off_done();
+  }
+  EXPECT_EQ(s.start_failed().what, failure::give_up);
+  EXPECT_EQ(s.replenish(0).spawn_now, 0U);
+  EXPECT_EQ(s.start_failed().what, failure::give_up);  // each later failure fails the queue again
+}
+
+TEST(WorkerSupervisor, FailuresDuringABackOffCountButArmNoSecondTimer) {
+  worker_supervisor s(options_with_spares(0), 4);
+  EXPECT_EQ(s.start_failed().what, failure::back_off);
+  EXPECT_EQ(s.start_failed().what, failure::backing_off);
+  EXPECT_EQ(s.start_failed().what, failure::backing_off);
+  s.back_off_done();
+  const auto d = s.start_failed();
+  EXPECT_EQ(d.what, failure::back_off);
+  EXPECT_EQ(d.delay, 80ms);
+}
+
+TEST(WorkerSupervisor, AReadyWorkerEndsTheRunOfFailures) {
+  worker_supervisor s(options_with_spares(0), 1);
+  fail_starts(s, max_consecutive_start_failures - 1);
+  s.worker_ready();
+  EXPECT_EQ(s.start_failed().delay, 10ms);
+}
+
+TEST(WorkerSupervisor, ANewTaskAfterGivingUpTriesAfresh) {
+  worker_supervisor s(options_with_spares(1), 2);
+  EXPECT_FALSE(s.resume_on_new_task());  // it had not given up
+  fail_starts(s, max_consecutive_start_failures);
+  EXPECT_EQ(s.spares_missing(0), 0U);
+  EXPECT_TRUE(s.resume_on_new_task());
+  EXPECT_FALSE(s.resume_on_new_task());
+  EXPECT_EQ(s.replenish(0).spawn_now, 2U);
+  EXPECT_EQ(s.start_failed().delay, 10ms);
+}
+
+TEST(WorkerSupervisor, EveryWorkerGetsTheOptionsSetUp) {
+  pool_options o;
+  o.memory_limit_bytes = 1 << 20;
+  o.cpu_time_limit = 3s;
+  o.crash_output_lines = 7;
+  const worker_supervisor s(o, 1);
+  EXPECT_EQ(s.setup().memory_limit_bytes, 1U << 20);
+  EXPECT_EQ(s.setup().cpu_seconds, 3U);
+  EXPECT_EQ(s.tail().lines, 7U);
 }
 
 }  // namespace

@@ -1,0 +1,73 @@
+#include "worker_supervisor.hpp"
+
+#include <algorithm>
+
+namespace procpool::detail {
+
+worker_supervisor::worker_supervisor(const pool_options& options, std::size_t target)
+    : target_(target),
+      spares_(options.spare_workers),
+      tail_{options.crash_output_lines, options.crash_output_includes_stdout},
+      slots_(target, false) {
+  setup_.memory_limit_bytes = options.memory_limit_bytes;
+  setup_.memory_max_bytes = options.memory_max_bytes;
+  setup_.heap_retain_bytes = options.worker_heap_retain_bytes;
+  setup_.cpu_seconds = static_cast<std::uint64_t>(options.cpu_time_limit.count());
+  setup_.initializer = reinterpret_cast<std::uintptr_t>(options.initializer);
+}
+
+auto worker_supervisor::take_slot() -> std::size_t {
+  const auto slot =
+      static_cast<std::size_t>(std::find(slots_.begin(), slots_.end(), false) - slots_.begin());
+  if (slot == slots_.size()) slots_.push_back(false);
+  slots_[slot] = true;
+  return slot;
+}
+
+void worker_supervisor::free_slot(std::size_t slot) {
+  if (slot < slots_.size()) slots_[slot] = false;
+}
+
+void worker_supervisor::free_all_slots() {
+  slots_.assign(slots_.size(), false);
+}
+
+auto worker_supervisor::replenish(std::size_t live) -> spawn_decision {
+  if (gave_up_ || back_off_pending_) return {};
+  spawn_decision d;
+  if (live < target_) {
+    d.spawn_now = target_ - live;
+    live = target_;
+  }
+  if (live < target_ + spares_ && !spare_pending_) {
+    spare_pending_ = true;
+    d.arm_spare_timer = true;
+  }
+  return d;
+}
+
+auto worker_supervisor::spares_missing(std::size_t live) const -> std::size_t {
+  if (gave_up_ || live >= target_ + spares_) return 0;
+  return target_ + spares_ - live;
+}
+
+auto worker_supervisor::start_failed() -> failure_decision {
+  if (++consecutive_failures_ >= max_consecutive_start_failures) {
+    gave_up_ = true;
+    return {failure_decision::action::give_up, {}};
+  }
+  if (back_off_pending_) return {failure_decision::action::backing_off, {}};
+  // 10 ms, 20 ms, 40 ms...: a worker that dies at once is not restarted in a tight loop.
+  back_off_pending_ = true;
+  return {failure_decision::action::back_off,
+          std::chrono::milliseconds(10 << (consecutive_failures_ - 1))};
+}
+
+auto worker_supervisor::resume_on_new_task() -> bool {
+  if (!gave_up_) return false;
+  gave_up_ = false;
+  consecutive_failures_ = 0;
+  return true;
+}
+
+}  // namespace procpool::detail
