@@ -477,11 +477,13 @@ int main(int argc, char** argv) {
           co_await pool.shutdown(procpool::shutdown_mode::graceful);
         }
         if (wanted("w2_ahead")) {
-          // W2 again with pool_options::send_ahead, under its own name.
+          // W2 and W1 under load (co_await submit: cancellable tasks) again with
+          // pool_options::send_ahead, under their own names.
           procpool::process_pool pool{io.get_executor(), {.workers = 2, .send_ahead = 16}};
           co_await warm_up(pool);
           const std::string plain = std::exchange(prefix, prefix + "_send_ahead");
           co_await w2(pool);
+          co_await w1_load(pool);
           prefix = plain;
           co_await pool.shutdown(procpool::shutdown_mode::graceful);
         }

@@ -77,7 +77,7 @@ void decode_result(std::span<const std::byte> payload, std::uint64_t task) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(data), size);
-  channel_state state{false, 0, std::size_t{1} << 20};
+  channel_state state{false, 0, std::size_t{1} << 20, false};
   std::uint64_t next_task = 1;
   while (rest.size() >= sizeof(frame_header)) {
     frame_header h;
@@ -107,11 +107,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         }
         break;
       }
+      case frame_kind::skipped:
+        break;
       default:
         return 0;
     }
-    // The pool hands the worker its next task after each hello or outcome.
+    // The pool hands the worker its next task after each hello or outcome, and asks it to skip
+    // every third one (a cancelled task sent ahead).
     state.running_task = next_task++;
+    state.skip_asked = state.running_task % 3 == 0;
   }
   return 0;
 }

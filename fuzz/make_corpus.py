@@ -5,7 +5,7 @@ import os
 import struct
 import sys
 
-MAGIC, HELLO, TASK, RESULT, EXCEPTION = 0x70704C31, 1, 2, 3, 4
+MAGIC, HELLO, TASK, RESULT, EXCEPTION, SKIPPED = 0x70704C31, 1, 2, 3, 4, 7
 BUILD_ID = b"0123456789abcdef"
 
 
@@ -46,6 +46,9 @@ seeds = {
     "bad_alloc": hello() + frame(EXCEPTION, 1, envelope(b"St9bad_alloc", b"std::bad_alloc")),
     "output_unread": hello() + frame(RESULT, 1, text(b"printed"), flags=1),
     "unknown_flags": hello() + frame(RESULT, 1, text(b"x"), flags=6),
+    "skipped_asked": hello() + frame(RESULT, 1, text(b"a")) + frame(RESULT, 2, text(b"b")) +
+    frame(SKIPPED, 3, b""),
+    "skipped_unasked": hello() + frame(SKIPPED, 1, b""),
     "three_tasks": hello() + frame(RESULT, 1, text(b"a")) + frame(RESULT, 2, struct.pack("<Q", 0)) +
     frame(EXCEPTION, 3, envelope(b"St13runtime_error", b"boom")),
     "huge_length": hello() + frame(RESULT, 1, struct.pack("<Q", 1 << 40) + b"abc"),

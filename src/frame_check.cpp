@@ -25,6 +25,12 @@ auto check_header(const frame_header& h, const channel_state& s) -> std::string 
         return "sent a result for task " + std::to_string(h.task_id) + ", which it was not running";
       }
       return {};
+    case frame_kind::skipped:
+      if (h.flags != 0 || h.size != 0) return "sent a malformed skipped frame";
+      if (s.running_task == 0 || s.running_task != h.task_id || !s.skip_asked) {
+        return "skipped task " + std::to_string(h.task_id) + ", which it was not asked to skip";
+      }
+      return {};
     default:
       return "sent a frame of unknown kind " + std::to_string(static_cast<std::uint32_t>(h.kind));
   }

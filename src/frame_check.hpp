@@ -21,6 +21,7 @@ struct channel_state {
   bool greeted = false;            // a valid hello already came
   std::uint64_t running_task = 0;  // the task it holds; 0 when idle
   std::size_t max_message_bytes = 0;
+  bool skip_asked = false;  // the pool asked it to skip running_task (frame_kind::skip)
 };
 
 /// Empty when the pool may read the payload the header announces; otherwise why the header breaks

@@ -104,6 +104,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         stop(*w, SIGKILL);
       }
     }
+    if (auto t = tasks_.find(id); t && !t->ending && !t->skip_asked) {
+      // Held ahead by a busy worker (any cancellation type, as for a queued task).
+      if (auto w = worker_holding(*t)) {
+        t->skip_asked = true;
+        send_skip(w, make_frame_header(frame_kind::skip, t->id, 0));
+      }
+    }
     auto outcomes = take_gathered();
     lock.unlock();
     deliver(std::move(outcomes));
@@ -332,6 +339,16 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return nullptr;
   }
 
+  std::shared_ptr<worker> worker_holding(const task& t) const PROCPOOL_REQUIRES(mutex_) {
+    for (const auto& [id, w] : workers_) {
+      if (std::find_if(w->ahead.begin(), w->ahead.end(),
+                       [&](const auto& n) { return n.get() == &t; }) != w->ahead.end()) {
+        return w;
+      }
+    }
+    return nullptr;
+  }
+
   std::shared_ptr<worker> worker_running(const task& t) const PROCPOOL_REQUIRES(mutex_) {
     for (const auto& [id, w] : workers_) {
       if (w->current.get() == &t) return w;
@@ -435,12 +452,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   [[nodiscard]] std::size_t room_ahead(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
     const std::size_t allowance = std::min(options_.send_ahead, worker_link::max_frames_per_send);
     const bool can_take = w.phase == worker_phase::busy && !w.writing && !w.worn && w.current &&
-                          !w.current->ending && w.ahead.size() <= allowance / 2 &&
-                          // The pool never ends its current task early (a timeout or a cancellation
-                          // kills the worker, and then whether a task held ahead had started could
-                          // not be known). Tasks held ahead pass the same test (can_go_ahead).
-                          !w.current->request.cancellable &&
-                          effective_timeout(*w.current).count() == 0;
+                          !w.current->ending && w.ahead.size() <= allowance / 2;
     if (!can_take) return 0;
     std::size_t room = allowance - w.ahead.size();
     if (options_.max_tasks_per_worker != 0) {
@@ -457,20 +469,21 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     return t.request.timeout.count() > 0 ? t.request.timeout : options_.task_timeout;
   }
 
-  // Only when asked (pool_options::send_ahead). A task that the caller may cancel must not wait in
-  // a worker's channel (it could not be taken back); a large one goes through the worker's shared
+  // Only when asked (pool_options::send_ahead). A large task goes through the worker's shared
   // region, which the running task reads; with a bounded queue nothing goes ahead, so that
-  // max_queue counts every task not started.
+  // max_queue counts every task not started. A task the caller cancels while it is held is
+  // skipped by its worker (ask_skip); one held behind a task the pool ends early is queued again
+  // unless the worker had started it (on_outcome, on_worker_exit).
   [[nodiscard]] bool can_go_ahead(const task& t) const {
-    return options_.send_ahead != 0 && !t.request.cancellable && options_.max_queue == 0 &&
-           effective_timeout(t).count() == 0 &&
+    return options_.send_ahead != 0 && options_.max_queue == 0 &&
            t.request.frame.size() - sizeof(frame_header) < shared_task_threshold;
   }
 
   void send_ahead(const std::shared_ptr<worker>& w, std::vector<std::shared_ptr<task>> batch)
       PROCPOOL_REQUIRES(mutex_) {
     for (auto& t : batch) {
-      put_frame_header(t->request.frame, frame_kind::task, t->id);
+      put_frame_header(t->request.frame, frame_kind::task, t->id,
+                       t->request.cancellable ? frame_flag_skippable : 0);
       ++t->attempts;
       w->ahead.push_back(t);
     }
@@ -541,6 +554,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
             boost::system::error_code ec, std::size_t) {
           scoped_lock lock(self->mutex_);
           w->writing = false;
+          if (!self->destroyed_ && !ec && self->is_ours(*w)) {
+            for (const auto& h : std::exchange(w->unsent_skips, {})) self->send_skip(w, h);
+          }
           // The worker has the frame of the task it runs now, unless a later
           // attempt (another write) owns it. A task held ahead keeps its frame; so
           // does one whose worker is gone (it may be queued again).
@@ -550,6 +566,44 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
           }
           if (self->destroyed_ || !ec) return;
           self->channel_lost(*w);
+        });
+  }
+
+  // Asks the worker not to start a task it holds ahead: it answers `skipped` if it had not started
+  // it, else the task's outcome. A 24-byte frame; behind a write still in flight it waits for it.
+  void send_skip(const std::shared_ptr<worker>& w, const frame_header& h)
+      PROCPOOL_REQUIRES(mutex_) {
+    if (w->writing) {
+      w->unsent_skips.push_back(h);
+      return;
+    }
+    auto frame = std::make_shared<frame_header>(h);
+    std::size_t sent = 0;
+    const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(frame.get()),
+                                           sizeof h);
+    switch (w->link.try_send(bytes, sent)) {
+      case worker_link::send_result::sent:
+        return;
+      case worker_link::send_result::lost:
+        channel_lost(*w);
+        return;
+      case worker_link::send_result::partly_sent:
+        break;
+    }
+    w->writing = true;
+    asio::async_write(
+        w->link.socket(), asio::buffer(bytes.data() + sent, bytes.size() - sent),
+        [self = shared_from_this(), w, frame](boost::system::error_code ec, std::size_t) {
+          scoped_lock lock(self->mutex_);
+          w->writing = false;
+          if (self->destroyed_ || !self->is_ours(*w)) return;
+          if (ec) {
+            self->channel_lost(*w);
+            return;
+          }
+          for (const auto& skip : std::exchange(w->unsent_skips, {})) {
+            self->send_skip(w, skip);
+          }
         });
   }
 
@@ -755,7 +809,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::string wrong;
     for (;;) {
       const channel_state state{has_greeted(w.phase), w.current ? w.current->id : 0,
-                                options_.max_message_bytes};
+                                options_.max_message_bytes, w.current && w.current->skip_asked};
       auto frame = w.link.next_frame(state, wrong);
       if (!frame) break;
       if (!on_frame(w, *frame)) return false;
@@ -780,14 +834,20 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       case frame_kind::result:
       case frame_kind::exception:
         return on_outcome(w, f);
+      case frame_kind::skipped:
+        on_skipped(w);
+        return true;
       default:
         return true;  // check_header admits no other kind
     }
   }
 
   bool on_outcome(worker& w, const worker_link::received_frame& f) PROCPOOL_REQUIRES(mutex_) {
-    auto t = w.current;          // check_header: the frame names the task this worker runs
-    if (t->ending) return true;  // its worker is being killed; the decided outcome stands
+    auto t = w.current;  // check_header: the frame names the task this worker runs
+    if (t->ending) {
+      outcome_after_kill(w);
+      return true;
+    }
     // With a task held ahead, the worker may already be printing for it: its unfinished line is
     // not this task's last one. (Its complete lines may still be named after this task.)
     w.output.collect(label_of(w), pending_output_, /*task_over=*/w.ahead.empty(),
@@ -804,11 +864,52 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     } else {
       ++stats_.completed;
     }
-    w.current.reset();
-    w.on(worker_event::finished);
     tasks_.forget(t->id);
     finish(*t, ep, ep ? byte_buffer{} : byte_buffer(f.payload.begin(), f.payload.end()));
     ++w.tasks_run;
+    next_task(w);
+    return true;
+  }
+
+  // The worker skipped its current task (held ahead, then cancelled) instead of running it.
+  void on_skipped(worker& w) PROCPOOL_REQUIRES(mutex_) {
+    auto t = w.current;  // check_header: the frame names it, and the pool asked for the skip
+    if (t->ending) {
+      outcome_after_kill(w);
+      return;
+    }
+    tasks_.forget(t->id);
+    ++stats_.cancelled;
+    finish(*t, std::make_exception_ptr(cancelled(
+                   "procpool: task cancelled before it started (its worker, which held it ahead, "
+                   "skipped it)")));
+    next_task(w);
+  }
+
+  // An outcome for a task the pool already ended (a timeout or a cancellation is killing its
+  // worker): the decided outcome stands. But the worker wrote it before the kill landed, so it
+  // has started the next task it held: that task runs into the kill, and fails with it rather
+  // than being queued again (it may have run in part).
+  void outcome_after_kill(worker& w) PROCPOOL_REQUIRES(mutex_) {
+    if (w.ahead.empty()) return;  // the death delivers the decided outcome
+    auto done = std::exchange(w.current, std::move(w.ahead.front()));
+    w.ahead.pop_front();
+    tasks_.forget(done->id);
+    finish(*done, done->ending);
+    if (!w.current->ending) {
+      w.current->ending = std::make_exception_ptr(worker_crashed(
+          w.process.pid(), SIGKILL, -1, name_of(*w.current),
+          "the pool killed its worker to end the task before it, which finished just before the "
+          "kill landed, when this task had started; it may have run in part",
+          w.output.tail()));
+      ++stats_.crashed;
+    }
+  }
+
+  // The worker is done with its current task: it starts the next one it holds, or is idle.
+  void next_task(worker& w) PROCPOOL_REQUIRES(mutex_) {
+    w.current.reset();
+    w.on(worker_event::finished);
     const bool due = w.worn || worn_out(w);
     if (!w.ahead.empty()) {
       // The worker reads the next task sent ahead as soon as it has written this outcome; if it is
@@ -824,7 +925,6 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       replenish();  // the replacement starts now, while the old worker exits
     }
     dispatch();
-    return true;
   }
 
   bool worn_out(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
@@ -949,10 +1049,32 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
                                               options_.cpu_time_limit, options_.memory_max_bytes});
     const pid_t pid = w.process.pid();
     // Tasks sent ahead never started: they run on other workers, in their order, ahead of
-    // everything queued, and that does not count as a retry.
+    // everything queued, and that does not count as a retry; one the caller cancelled meanwhile
+    // ends cancelled. Unless the channel did not end (a descendant holds it; see on_exit_event):
+    // then an outcome may be unread, and the first task held may have started.
     auto ahead = std::exchange(w.ahead, {});
+    if (!w.channel_ended && !ahead.empty() && w.kill_reason.empty()) {
+      w.kill_reason = "died with its channel still open, perhaps after starting this task";
+      auto first = ahead.front();
+      ahead.pop_front();
+      tasks_.forget(first->id);
+      ++stats_.crashed;
+      finish(*first, std::make_exception_ptr(
+                         worker_crashed(pid, why.signal, why.exit_code, name_of(*first),
+                                        "its worker " + w.kill_reason, w.output.tail())));
+      w.kill_reason.clear();
+    }
     if (w.kill_reason.empty()) {
-      for (auto n = ahead.rbegin(); n != ahead.rend(); ++n) tasks_.push_front(*n);
+      for (auto n = ahead.rbegin(); n != ahead.rend(); ++n) {
+        if ((*n)->skip_asked) {
+          tasks_.forget((*n)->id);
+          ++stats_.cancelled;
+          finish(**n,
+                 std::make_exception_ptr(cancelled("procpool: task cancelled before it started")));
+        } else {
+          tasks_.push_front(*n);
+        }
+      }
     } else {
       // It broke the protocol: whether it had started a task held ahead cannot be known.
       for (auto& n : ahead) {

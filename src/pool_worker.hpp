@@ -39,6 +39,7 @@ struct worker {
   // when current's outcome arrives (see pool_core::dispatch).
   std::deque<std::shared_ptr<task>> ahead;
   bool writing = false;  // an async_write of a frame is still in flight on its channel
+  std::vector<frame_header> unsent_skips;  // skip frames waiting for that write to finish
   bool worn = false;  // due for recycling once the tasks it holds ahead are done (see on_outcome)
   // Its death as the fork server reported it, kept until its channel has ended too: every frame it
   // wrote before dying (a result, then a crash in the next task) is handled before its death.

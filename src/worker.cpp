@@ -16,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <vector>
 
 #include "exception_codec.hpp"
 #include "internal.hpp"
@@ -61,17 +62,51 @@ class channel_reader {
   /// A descriptor that arrived with the bytes read so far (the pool's task region), or -1.
   auto take_descriptor() -> int { return std::exchange(passed_fd_, -1); }
 
+  /// Adds to `skips` the tasks that skip frames already here, or arriving now (one non-blocking
+  /// read), ask not to start; nothing is consumed. Called before a task sent ahead starts, so a
+  /// cancellation that came after it is seen in time.
+  void note_skips(std::vector<std::uint64_t>& skips) {
+    read_more_now();
+    for (std::size_t at = begin_; end_ - at >= sizeof(frame_header);) {
+      frame_header h;
+      std::memcpy(&h, buffer_.get() + at, sizeof h);
+      if (h.kind == frame_kind::skip &&
+          std::find(skips.begin(), skips.end(), h.task_id) == skips.end()) {
+        skips.push_back(h.task_id);
+      }
+      if (h.size > end_ - at - sizeof h) break;
+      at += sizeof h + static_cast<std::size_t>(h.size);
+    }
+  }
+
  private:
+  void read_more_now() {
+    if (begin_ != 0) {
+      std::memmove(buffer_.get(), buffer_.get() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (end_ == capacity) return;
+    const long n =
+        receive_message(fd_, buffer_.get() + end_, capacity - end_, std::span<int>(&received_, 1));
+    keep_received_descriptor();
+    if (n > 0) end_ += static_cast<std::size_t>(n);
+  }
+
+  void keep_received_descriptor() {
+    if (received_ >= 0) {
+      if (passed_fd_ >= 0) ::close(passed_fd_);
+      passed_fd_ = std::exchange(received_, -1);
+    }
+  }
+
   // A non-blocking attempt, then poll, then the read: measured ~4 us per round trip faster on
   // this kernel than one blocking recvmsg (bench/workloads w1, 2026-12-01), though it is three
   // calls instead of one.
   auto fill() -> bool {
     for (;;) {
       const long n = receive_message(fd_, buffer_.get(), capacity, std::span<int>(&received_, 1));
-      if (received_ >= 0) {
-        if (passed_fd_ >= 0) ::close(passed_fd_);
-        passed_fd_ = std::exchange(received_, -1);
-      }
+      keep_received_descriptor();
       if (n > 0) {
         begin_ = 0;
         end_ = static_cast<std::size_t>(n);
@@ -243,6 +278,7 @@ void run_worker(int channel, const worker_setup& setup) {
   channel_reader in(channel);
   const output_pipes output;
   task_region region;
+  std::vector<std::uint64_t> skips;  // tasks sent ahead that the pool asked not to start
   byte_buffer payload;
   byte_buffer out;
   for (;;) {
@@ -250,9 +286,21 @@ void run_worker(int channel, const worker_setup& setup) {
     if (!in.read_exactly(&h, sizeof h)) leave(0);  // end of channel: the pool let us go
     if (h.magic != frame_magic) leave(2);
     std::span<const std::byte> task;
+    if (h.kind == frame_kind::skip && h.size == 0) {
+      // Its task came before it and has run or been skipped by now: forget it.
+      std::erase(skips, h.task_id);
+      continue;
+    }
     if (h.kind == frame_kind::task && h.size >= sizeof(task_prefix)) {
       payload.resize(h.size);
       if (!in.read_exactly(payload.data(), payload.size())) leave(0);
+      if ((h.flags & frame_flag_skippable) != 0) {
+        in.note_skips(skips);
+        if (std::erase(skips, h.task_id) != 0) {
+          write_frame(channel, frame_kind::skipped, h.task_id, {});
+          continue;
+        }
+      }
       task = payload;
     } else if (h.kind == frame_kind::shared_task && h.size == sizeof(shared_task)) {
       shared_task st;

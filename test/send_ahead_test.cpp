@@ -1,8 +1,8 @@
 // pool_options::send_ahead: a busy worker holds the next tasks while it runs the current one. What
 // must stay exact: tasks held ahead that never started are re-queued in order (not failed, not a
-// retry) when their worker dies; a result written just before the worker died is delivered; a task
-// the caller can cancel is never held ahead; a worker is sent nothing past its recycling point;
-// every outcome of a crash-ridden stream is the right one.
+// retry) when their worker dies, is killed for a timeout or cancelled; a result written just before
+// the worker died is delivered; a held task the caller cancels is skipped, not run; a worker is
+// sent nothing past its recycling point; every outcome of a crash-ridden stream is the right one.
 //
 // A worker is held at a known point with a FIFO: the task opens it for reading, which blocks until
 // the test opens it for writing, and then waits for one byte.
@@ -104,19 +104,50 @@ TEST_F(SendAhead, AResultWrittenJustBeforeTheWorkerDiedIsDelivered) {
   EXPECT_EQ(pool.stats().completed, 1U);
 }
 
-TEST_F(SendAhead, ATaskTheCallerCanCancelIsNeverHeldAheadAndACancelKeepsItFromRunning) {
+TEST_F(SendAhead, ACancelledTaskHeldAheadIsSkippedNotRun) {
   gate g;
   process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 1}};
   auto running = pool.async_submit(gated, g.path(), 2, asio::use_future);
   asio::cancellation_signal signal;
-  auto cancellable = pool.async_submit(
-      crash_if_negative, -1, asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+  auto held = pool.async_submit(crash_if_negative, -1,
+                                asio::bind_cancellation_slot(signal.slot(), asio::use_future));
   g.wait_for_task();
-  // Had it been sent ahead, the worker would run it (and crash) once the gate opens.
+  // Had it run, the worker would crash once the gate opens. The cancellation completes when the
+  // worker reaches the task and skips it.
   signal.emit(asio::cancellation_type::partial);
-  EXPECT_THROW(get(cancellable), cancelled);
   g.release();
   EXPECT_EQ(get(running), 4);
+  EXPECT_THROW(get(held), cancelled);
+  const auto s = pool.stats();
+  EXPECT_EQ(s.crashed, 0U);
+  EXPECT_EQ(s.cancelled, 1U);
+  EXPECT_EQ(get(pool.async_submit(crash_if_negative, 5, asio::use_future)), 25);  // same worker
+  EXPECT_EQ(pool.stats().respawned, 0U);
+}
+
+TEST_F(SendAhead, ATaskHeldBehindOneThatTimesOutRunsOnTheNextWorker) {
+  gate g;  // never opened: the first task waits at it until its timeout kills the worker
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 4}};
+  auto stuck = pool.async_submit(task_options{.timeout = std::chrono::milliseconds(100)}, gated,
+                                 g.path(), 1, asio::use_future);
+  auto held = pool.async_submit(crash_if_negative, 6, asio::use_future);
+  EXPECT_THROW(get(stuck), timeout_error);
+  EXPECT_EQ(get(held), 36);
+  EXPECT_EQ(pool.stats().timed_out, 1U);
+  EXPECT_EQ(pool.stats().retried, 0U);
+}
+
+TEST_F(SendAhead, ATaskHeldBehindARunningTaskCancelledTerminallyRunsOnTheNextWorker) {
+  gate g;
+  process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 4}};
+  asio::cancellation_signal signal;
+  auto running = pool.async_submit(gated, g.path(), 1,
+                                   asio::bind_cancellation_slot(signal.slot(), asio::use_future));
+  auto held = pool.async_submit(crash_if_negative, 7, asio::use_future);
+  g.wait_for_task();
+  signal.emit(asio::cancellation_type::terminal);  // kills the worker running the first task
+  EXPECT_THROW(get(running), cancelled);
+  EXPECT_EQ(get(held), 49);
   EXPECT_EQ(pool.stats().crashed, 0U);
 }
 

@@ -31,14 +31,14 @@ struct pool_options {
   /// outcome instead of waiting for the pool's answer, and a worker is topped up once it holds half
   /// of this or less, several tasks in one write: more throughput for many short tasks (16 is a
   /// good start). The price: a task sent ahead waits for the tasks in front of it even if another
-  /// worker frees up first, so leave it at 0 when long and short tasks mix. Never sent ahead: a
-  /// task the caller can cancel (its handler has a cancellation slot, as use_awaitable's has: a
-  /// cancellation before it starts must keep it from running), a task with a timeout, a task of
-  /// 1 MiB or more, any task when max_queue is set, and any task behind one the pool might end
-  /// early (one with a timeout, or one the caller can cancel). Tasks sent ahead whose worker dies
-  /// before starting them run on other workers, in order, and that is not a crash retry. Output
-  /// lines a task sent ahead prints before the pool reads the outcome of the task in front of it
-  /// may be named after that task.
+  /// worker frees up first, so leave it at 0 when long and short tasks mix. Cancelling a task held
+  /// ahead (any cancellation type) asks its worker to skip it: the task ends `cancelled` when the
+  /// worker reaches it, or with its outcome if the worker had already started it. Tasks held by a
+  /// worker that dies, or is killed for a timeout or a cancellation of the task in front, run on
+  /// other workers, in order, and that is not a crash retry; one the worker had provably started
+  /// fails with worker_crashed. Never sent ahead: a task of 1 MiB or more, any task when
+  /// max_queue is set. Output lines a task sent ahead prints before the pool reads the outcome of
+  /// the task in front of it may be named after that task.
   std::size_t send_ahead = 0;
 
   /// How long the pool's destructor waits after asking busy workers to stop (SIGTERM) before it

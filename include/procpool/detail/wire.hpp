@@ -19,6 +19,11 @@ enum class frame_kind : std::uint16_t {
   // parent -> worker: a task whose bytes (task_prefix and arguments) are in the worker's shared
   // task region; the payload is a shared_task. A new region's memfd rides along (SCM_RIGHTS).
   shared_task = 5,
+  // parent -> worker, no payload: do not start task `task_id` (sent ahead, then cancelled) if it
+  // has not started yet.
+  skip = 6,
+  // worker -> parent, no payload: the outcome of task `task_id` when it was skipped, not run.
+  skipped = 7,
 };
 
 /// Payload of a shared_task frame.
@@ -35,6 +40,11 @@ struct shared_task {
 /// step that reads them, so they still precede the outcome. (A worker that lies only mislabels its
 /// own output.)
 inline constexpr std::uint16_t frame_flag_output_unread = 1;
+
+/// On a task frame: sent ahead (while the worker runs another task) and cancellable by its caller.
+/// Before starting it the worker looks for a skip frame naming it; for other tasks it does not
+/// look (that costs a read per task).
+inline constexpr std::uint16_t frame_flag_skippable = 2;
 
 /// Fixed-size header in front of every frame; `size` counts the payload bytes after it.
 struct frame_header {
@@ -60,8 +70,10 @@ constexpr auto make_frame_header(frame_kind kind, std::uint64_t task_id, std::ui
 
 /// Writes the header of a frame built in one buffer whose first sizeof(frame_header) bytes were
 /// left for it; the payload is everything after them.
-inline void put_frame_header(std::span<std::byte> frame, frame_kind kind, std::uint64_t task_id) {
-  const frame_header h = make_frame_header(kind, task_id, frame.size() - sizeof(frame_header));
+inline void put_frame_header(std::span<std::byte> frame, frame_kind kind, std::uint64_t task_id,
+                             std::uint16_t flags = 0) {
+  const frame_header h =
+      make_frame_header(kind, task_id, frame.size() - sizeof(frame_header), flags);
   std::memcpy(frame.data(), &h, sizeof h);
 }
 
