@@ -220,6 +220,8 @@ def main(run_dir, out_md, out_png):
          "procpool_send_ahead.w2.throughput", "cpp_asio_cospawn.w2.throughput", "≥", 1.0),
         ("W3 64 MiB round trip vs the memfd floor (MiB/s)", "procpool.w3.roundtrip_median",
          "cpp_floor.w3.memfd_reused", "≥", 0.9),
+        ("W3 with a procpool::shared_bytes parameter vs the memfd floor (MiB/s)",
+         "procpool.w3.shared_bytes_roundtrip_median", "cpp_floor.w3.memfd_reused", "≥", 0.9),
         ("a new pool's first result vs the fork+exit floor (µs)", "procpool.spawn.first_result_us",
          "cpp_floor.spawn.fork_first_rtt", "≤", 1.2),
         ("respawn after a crash vs the fork+exit floor (µs)", "procpool.spawn.respawn_us",
@@ -237,12 +239,13 @@ def main(run_dir, out_md, out_png):
     nt = F.med("procpool.w5.next_task_ms")
     w(f"| W5 next task without a spare (ms) | {fmt(nt)} | – | – | ≤ 0.3 ms | "
       f"{'–' if nt is None else ('yes' if nt <= 0.3 else '**no**')} |")
-    for q in ("p50", "p99"):
-        a = F.med(f"procpool.w1_load.{q}")
-        b = F.med(f"cpp_asio_cospawn_local.w1_load.{q}")
-        r = f"{a / b:.2f}" if a is not None and b is not None else "–"
-        w(f"| W1 {q} with 1,000 tasks in flight vs Asio co_spawn under the same load (µs) | "
-          f"{fmt(a)} | {fmt(b)} | {r} | reported | – |")
+    for prefix, how in (("procpool", ""), ("procpool_send_ahead", ", send_ahead = 16")):
+        for q in ("p50", "p99"):
+            a = F.med(f"{prefix}.w1_load.{q}")
+            b = F.med(f"cpp_asio_cospawn_local.w1_load.{q}")
+            r = f"{a / b:.2f}" if a is not None and b is not None else "–"
+            w(f"| W1 {q} with 1,000 tasks in flight{how} vs Asio co_spawn under the same load (µs)"
+              f" | {fmt(a)} | {fmt(b)} | {r} | reported | – |")
 
     # The service's load section is written by scripts/bench-service.sh; keep it.
     kept = ""
