@@ -108,6 +108,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       // Held ahead by a busy worker (any cancellation type, as for a queued task).
       if (auto w = worker_holding(*t)) {
         t->skip_asked = true;
+        t->kill_if_started =
+            (type & asio::cancellation_type::terminal) != asio::cancellation_type::none;
         send_skip(w, make_frame_header(frame_kind::skip, t->id, 0));
       }
     }
@@ -548,25 +550,36 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     std::vector<unsigned> attempts;
     for (const auto& t : tasks) attempts.push_back(t->attempts);
     w->writing = true;
+    const std::uint64_t generation = ++w->write_generation;
     asio::async_write(
         w->link.socket(), rest,
-        [self = shared_from_this(), w, tasks = std::move(tasks), attempts = std::move(attempts)](
-            boost::system::error_code ec, std::size_t) {
+        [self = shared_from_this(), w, tasks = std::move(tasks), attempts = std::move(attempts),
+         generation](boost::system::error_code ec, std::size_t) {
           scoped_lock lock(self->mutex_);
-          w->writing = false;
-          if (!self->destroyed_ && !ec && self->is_ours(*w)) {
-            for (const auto& h : std::exchange(w->unsent_skips, {})) self->send_skip(w, h);
-          }
           // The worker has the frame of the task it runs now, unless a later
           // attempt (another write) owns it. A task held ahead keeps its frame; so
           // does one whose worker is gone (it may be queued again).
           const auto& t = tasks.front();
-          if (t->attempts == attempts.front() && self->is_ours(*w) && w->current == t) {
+          if (!ec && t->attempts == attempts.front() && self->is_ours(*w) && w->current == t) {
             self->sent_frame(*t);
           }
-          if (self->destroyed_ || !ec) return;
-          self->channel_lost(*w);
+          self->write_done(w, generation, ec);
         });
+  }
+
+  // A write started by send_frames or send_skip has completed. Only the latest one clears
+  // `writing` (a late completion of an earlier write must not, under a newer write); then the
+  // skips that waited for it go out.
+  void write_done(const std::shared_ptr<worker>& w, std::uint64_t generation,
+                  boost::system::error_code ec) PROCPOOL_REQUIRES(mutex_) {
+    if (destroyed_ || !is_ours(*w)) return;
+    if (ec) {
+      channel_lost(*w);
+      return;
+    }
+    if (generation != w->write_generation) return;
+    w->writing = false;
+    for (const auto& skip : std::exchange(w->unsent_skips, {})) send_skip(w, skip);
   }
 
   // Asks the worker not to start a task it holds ahead: it answers `skipped` if it had not started
@@ -591,20 +604,13 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
         break;
     }
     w->writing = true;
-    asio::async_write(
-        w->link.socket(), asio::buffer(bytes.data() + sent, bytes.size() - sent),
-        [self = shared_from_this(), w, frame](boost::system::error_code ec, std::size_t) {
-          scoped_lock lock(self->mutex_);
-          w->writing = false;
-          if (self->destroyed_ || !self->is_ours(*w)) return;
-          if (ec) {
-            self->channel_lost(*w);
-            return;
-          }
-          for (const auto& skip : std::exchange(w->unsent_skips, {})) {
-            self->send_skip(w, skip);
-          }
-        });
+    const std::uint64_t generation = ++w->write_generation;
+    asio::async_write(w->link.socket(), asio::buffer(bytes.data() + sent, bytes.size() - sent),
+                      [self = shared_from_this(), w, frame, generation](
+                          boost::system::error_code ec, std::size_t) {
+                        scoped_lock lock(self->mutex_);
+                        self->write_done(w, generation, ec);
+                      });
   }
 
   // The task's frame has reached its worker, which runs it now: keep the buffer for the next task,
@@ -919,12 +925,34 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       w.ahead.pop_front();
       w.on(worker_event::assigned);
       start_deadline(workers_.at(w.spawn_id), w.current);
+      if (w.current->kill_if_started) kill_unless_skipped(workers_.at(w.spawn_id), w.current);
     } else if (due && !closing_) {
       ++stats_.recycled;
       retire(w);
       replenish();  // the replacement starts now, while the old worker exits
     }
     dispatch();
+  }
+
+  // A task cancelled terminally while held ahead has become current: its worker either skipped it
+  // (a `skipped` frame is on its way) or had started it before the skip arrived. It gets a moment
+  // to say which; still running after that, it is killed like any running task cancelled so.
+  void kill_unless_skipped(const std::shared_ptr<worker>& w, const std::shared_ptr<task>& t)
+      PROCPOOL_REQUIRES(mutex_) {
+    constexpr auto moment = std::chrono::milliseconds(10);
+    t->deadline = std::make_unique<asio::steady_timer>(ex_, moment);
+    t->deadline->async_wait([self = shared_from_this(), w, t](boost::system::error_code ec) {
+      self->guarded([&] {
+        self->mutex_.assert_held();
+        if (ec || w->current != t || t->ending) return;
+        t->ending = std::make_exception_ptr(
+            cancelled("procpool: task cancelled while held ahead; its worker (pid " +
+                      std::to_string(w->process.pid()) +
+                      ") had started it before it saw the cancellation and was killed"));
+        ++self->stats_.cancelled;
+        self->stop(*w, SIGKILL);
+      });
+    });
   }
 
   bool worn_out(const worker& w) const PROCPOOL_REQUIRES(mutex_) {
@@ -1086,7 +1114,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       }
     }
     if (auto t = std::exchange(w.current, nullptr)) {
-      if (!t->ending && t->request.crash_retries > 0 && !closing_ && !t->request.frame.empty()) {
+      if (!t->ending && !t->skip_asked && t->request.crash_retries > 0 && !closing_ &&
+          !t->request.frame.empty()) {
         // Run it again on another worker, ahead of everything queued.
         --t->request.crash_retries;
         tasks_.push_front(t);

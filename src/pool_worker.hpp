@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "output_forwarder.hpp"
 #include "process_handle.hpp"
@@ -39,6 +40,9 @@ struct worker {
   // when current's outcome arrives (see pool_core::dispatch).
   std::deque<std::shared_ptr<task>> ahead;
   bool writing = false;  // an async_write of a frame is still in flight on its channel
+  // Counts async writes started; a write's completion acts only if it is still the latest (a late
+  // completion of an earlier write must not clear `writing` under a newer one).
+  std::uint64_t write_generation = 0;
   std::vector<frame_header> unsent_skips;  // skip frames waiting for that write to finish
   bool worn = false;  // due for recycling once the tasks it holds ahead are done (see on_outcome)
   // Its death as the fork server reported it, kept until its channel has ended too: every frame it

@@ -34,7 +34,8 @@ struct task {
   // How it ends, once the pool has decided (cancelled, timed out, pool closed) and waits for its
   // worker's death to deliver it. While set, nothing the worker still sends changes the outcome.
   std::exception_ptr ending;
-  bool skip_asked = false;  // sent ahead, then cancelled: its worker was asked not to start it
+  bool skip_asked = false;       // sent ahead, then cancelled: its worker was asked not to start it
+  bool kill_if_started = false;  // ... with terminal cancellation: if it starts anyway, kill it
 };
 
 class task_queue {

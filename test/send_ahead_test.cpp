@@ -104,7 +104,10 @@ TEST_F(SendAhead, AResultWrittenJustBeforeTheWorkerDiedIsDelivered) {
   EXPECT_EQ(pool.stats().completed, 1U);
 }
 
-TEST_F(SendAhead, ACancelledTaskHeldAheadIsSkippedNotRun) {
+class SkipOnCancellation : public PoolTest,
+                           public ::testing::WithParamInterface<asio::cancellation_type> {};
+
+TEST_P(SkipOnCancellation, ACancelledTaskHeldAheadIsSkippedNotRunAndItsWorkerLives) {
   gate g;
   process_pool pool{io_.get_executor(), {.workers = 1, .send_ahead = 1}};
   auto running = pool.async_submit(gated, g.path(), 2, asio::use_future);
@@ -114,7 +117,7 @@ TEST_F(SendAhead, ACancelledTaskHeldAheadIsSkippedNotRun) {
   g.wait_for_task();
   // Had it run, the worker would crash once the gate opens. The cancellation completes when the
   // worker reaches the task and skips it.
-  signal.emit(asio::cancellation_type::partial);
+  signal.emit(GetParam());
   g.release();
   EXPECT_EQ(get(running), 4);
   EXPECT_THROW(get(held), cancelled);
@@ -124,6 +127,10 @@ TEST_F(SendAhead, ACancelledTaskHeldAheadIsSkippedNotRun) {
   EXPECT_EQ(get(pool.async_submit(crash_if_negative, 5, asio::use_future)), 25);  // same worker
   EXPECT_EQ(pool.stats().respawned, 0U);
 }
+
+INSTANTIATE_TEST_SUITE_P(PartialAndTerminal, SkipOnCancellation,
+                         ::testing::Values(asio::cancellation_type::partial,
+                                           asio::cancellation_type::terminal));
 
 TEST_F(SendAhead, ATaskHeldBehindOneThatTimesOutRunsOnTheNextWorker) {
   gate g;  // never opened: the first task waits at it until its timeout kills the worker

@@ -236,6 +236,18 @@ TEST_F(Transfer, ASharedBytesParameterReadsALargeTaskInPlaceInTheSharedRegion) {
       checksum(as_vector).second);
 }
 
+auto views_in_a_result(shared_bytes b) -> std::vector<shared_bytes> {
+  return {b, b};
+}
+
+TEST_F(Transfer, ASharedBytesInsideAResultIsRefusedNotADanglingView) {
+  process_pool pool{io_.get_executor(), {.workers = 1}};
+  const std::string text = "abc";
+  EXPECT_THROW(get(pool.async_submit(views_in_a_result, text, asio::use_future)),
+               serialization_error);
+  EXPECT_EQ(shared_bytes("abc").size(), 3U);  // text without its terminating NUL
+}
+
 TEST(Decoding, ASharedBytesLengthClaimingMoreThanTheBytesLeftIsRefused) {
   detail::byte_buffer forged;
   detail::encode_into(forged, std::uint64_t{1} << 40);

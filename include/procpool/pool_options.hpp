@@ -33,7 +33,9 @@ struct pool_options {
   /// good start). The price: a task sent ahead waits for the tasks in front of it even if another
   /// worker frees up first, so leave it at 0 when long and short tasks mix. Cancelling a task held
   /// ahead (any cancellation type) asks its worker to skip it: the task ends `cancelled` when the
-  /// worker reaches it, or with its outcome if the worker had already started it. Tasks held by a
+  /// worker reaches it. A worker that had started it anyway (it looks for skips among the frames it
+  /// has read and one more read) runs it to its outcome, unless the cancellation was terminal:
+  /// then it is killed 10 ms after the task became current, as for a running task. Tasks held by a
   /// worker that dies, or is killed for a timeout or a cancellation of the task in front, run on
   /// other workers, in order, and that is not a crash retry; one the worker had provably started
   /// fails with worker_crashed. Never sent ahead: a task of 1 MiB or more, any task when

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <ranges>
 #include <span>
+#include <string_view>
 #include <type_traits>
 
 namespace procpool {
@@ -17,8 +18,10 @@ namespace procpool {
 /// read-only): no copy and no allocation, where a std::vector<std::byte> parameter is copied once
 /// more into fresh memory. Valid until the task returns; copy what you keep.
 ///
-/// An argument type only: a task cannot return one (its bytes would be gone with the worker's
-/// frame), and it cannot be a member of another argument.
+/// For arguments only: a task cannot return one, directly (a compile-time error) or inside another
+/// type (the parent refuses it with serialization_error), since its bytes would be gone with the
+/// worker's frame. Inside an argument (a std::vector<shared_bytes>, your struct's serialize())
+/// it works.
 class shared_bytes {
  public:
   shared_bytes() = default;
@@ -32,8 +35,12 @@ class shared_bytes {
   ~shared_bytes() = default;
   shared_bytes(std::span<const std::byte> bytes) : bytes_(bytes) {}  // NOLINT: a view converts
 
+  /// Text without its terminating NUL: shared_bytes("abc") has 3 bytes.
+  shared_bytes(std::string_view text)  // NOLINT: a view converts
+      : bytes_(reinterpret_cast<const std::byte*>(text.data()), text.size()) {}
+
   template <std::ranges::contiguous_range R>
-  requires(std::ranges::sized_range<R> &&
+  requires(std::ranges::sized_range<R> && !std::is_array_v<std::remove_cvref_t<R>> &&
            (std::is_same_v<std::ranges::range_value_t<R>, std::byte> ||
             std::is_same_v<std::ranges::range_value_t<R>, char> ||
             std::is_same_v<std::ranges::range_value_t<R>, unsigned char>))

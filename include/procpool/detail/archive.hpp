@@ -39,15 +39,20 @@ class byte_output_archive
   byte_buffer& out_;
 };
 
+/// Whether a decode may hand out views of its input (procpool::shared_bytes).
+enum class view_policy { refuse, allow };
+
 /// Reads cereal's binary encoding from a span without copying it; throws cereal::Exception when
 /// the bytes run out or a length claims more than is left.
 class byte_input_archive
     : public cereal::InputArchive<byte_input_archive, cereal::AllowEmptyClassElision> {
  public:
-  explicit byte_input_archive(std::span<const std::byte> in)
+  explicit byte_input_archive(std::span<const std::byte> in,
+                              view_policy views = view_policy::refuse)
       : cereal::InputArchive<byte_input_archive, cereal::AllowEmptyClassElision>(this),
         next_(in.data()),
-        end_(in.data() + in.size()) {}
+        end_(in.data() + in.size()),
+        views_(views) {}
 
   void load_bytes(void* data, std::size_t size) {
     if (size > remaining()) {
@@ -71,6 +76,10 @@ class byte_input_archive
 
   /// The next `size` bytes where they are, for a view (procpool::shared_bytes) instead of a copy.
   auto take_view(std::size_t size) -> std::span<const std::byte> {
+    if (views_ != view_policy::allow) {
+      throw cereal::Exception(
+          "a procpool::shared_bytes outside a task's arguments (it would outlive its bytes)");
+    }
     check_length(size);
     const std::span<const std::byte> view(next_, size);
     next_ += size;
@@ -80,6 +89,7 @@ class byte_input_archive
  private:
   const std::byte* next_;
   const std::byte* end_;
+  view_policy views_;
 };
 
 }  // namespace procpool::detail

@@ -38,7 +38,7 @@ struct function_traits<R (*)(P...)> {
   static void thunk(std::uintptr_t function, std::span<const std::byte> in, byte_buffer& out) {
     auto* fn = reinterpret_cast<pointer>(function);
     stored_args args;
-    std::apply([&](auto&... a) { decode_from(in, a...); }, args);
+    std::apply([&](auto&... a) { decode_arguments_from(in, a...); }, args);
     if constexpr (std::is_void_v<R>) {
       std::apply([&](auto&... a) { fn(static_cast<P&&>(a)...); }, args);
     } else {

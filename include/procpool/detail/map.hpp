@@ -27,6 +27,9 @@ struct map_traits {
 };
 template <class R, class P>
 requires(!std::is_void_v<R>) struct map_traits<R (*)(P)> {
+  static_assert(!std::is_same_v<std::decay_t<R>, shared_bytes>,
+                "procpool: a task cannot return shared_bytes (a view of the worker's task bytes, "
+                "gone when it returns); return a std::vector<std::byte>");
   using item_type = std::decay_t<P>;
   using result_type = std::decay_t<R>;
 
@@ -34,7 +37,7 @@ requires(!std::is_void_v<R>) struct map_traits<R (*)(P)> {
   static void thunk(std::uintptr_t function, std::span<const std::byte> in, byte_buffer& out) {
     auto* fn = reinterpret_cast<R (*)(P)>(function);
     std::vector<item_type> items;
-    decode_from(in, items);
+    decode_arguments_from(in, items);
     std::vector<result_type> results;
     results.reserve(items.size());
     for (auto& item : items) results.push_back(fn(static_cast<P&&>(item)));
