@@ -25,6 +25,12 @@ auto check_header(const frame_header& h, const channel_state& s) -> std::string 
         return "sent a result for task " + std::to_string(h.task_id) + ", which it was not running";
       }
       return {};
+    case frame_kind::progress:
+      if (h.flags != 0 || h.size > max_progress_payload) return "sent a malformed progress frame";
+      if (s.running_task == 0 || s.running_task != h.task_id) {
+        return "sent progress for task " + std::to_string(h.task_id) + ", which it was not running";
+      }
+      return {};
     case frame_kind::skipped:
       if (h.flags != 0 || h.size != 0) return "sent a malformed skipped frame";
       if (s.running_task == 0 || s.running_task != h.task_id || !s.skip_asked) {

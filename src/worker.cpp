@@ -22,6 +22,7 @@
 #include "internal.hpp"
 #include "procpool/detail/invoke.hpp"
 #include "procpool/detail/wire.hpp"
+#include "progress_reporter.hpp"
 
 namespace procpool::detail {
 namespace {
@@ -317,6 +318,7 @@ void run_worker(int channel, const worker_setup& setup) {
     out.clear();
     if (setup.cpu_seconds != 0) arm_cpu_limit(setup.cpu_seconds);
     frame_kind kind = frame_kind::result;
+    progress_task_started(channel, h.task_id);
     try {
       reinterpret_cast<thunk_fn>(prefix.thunk)(prefix.function, args, out);
     } catch (...) {
@@ -330,6 +332,7 @@ void run_worker(int channel, const worker_setup& setup) {
       }
       kind = frame_kind::exception;
     }
+    progress_task_finished();  // its latest report goes before its outcome
     // Output a task printed belongs next to its result, not in a buffer that a crash would lose.
     std::cout.flush();
     std::fflush(nullptr);

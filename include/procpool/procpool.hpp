@@ -9,6 +9,7 @@
 #include "procpool/pool_options.hpp"
 #include "procpool/pool_stats.hpp"
 #include "procpool/process_pool.hpp"
+#include "procpool/progress.hpp"
 #include "procpool/shared_bytes.hpp"
 #include "procpool/task_options.hpp"
 #include "procpool/to_thread.hpp"

@@ -24,7 +24,13 @@ enum class frame_kind : std::uint16_t {
   skip = 6,
   // worker -> parent, no payload: the outcome of task `task_id` when it was skipped, not run.
   skipped = 7,
+  // worker -> parent: how far task `task_id` has got; payload: done (u64), total (u64), message
+  // (string, at most 1 KiB). See procpool/progress.hpp.
+  progress = 8,
 };
+
+/// Largest payload of a progress frame: two u64, a length and 1 KiB of message.
+inline constexpr std::size_t max_progress_payload = 8 + 8 + 8 + 1024;
 
 /// Payload of a shared_task frame.
 struct shared_task {

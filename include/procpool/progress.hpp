@@ -1,0 +1,17 @@
+// procpool - progress from inside a task.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace procpool {
+
+/// Inside a task: it has done `done` of `total` units (`total` 0: unknown), with an optional short
+/// message (at most 1 KiB is sent). Cheap enough for a tight loop: reports are coalesced in the
+/// worker (the latest wins, at most one frame every 5 ms, and the latest is sent just before the
+/// task's outcome) and never block the task on the pool: a report the channel cannot take at once
+/// waits for the next one. Callable from any thread of the worker; outside a task (in the parent,
+/// in an initializer) it does nothing.
+void report_progress(std::uint64_t done, std::uint64_t total, std::string_view message = {});
+
+}  // namespace procpool
