@@ -109,6 +109,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       case frame_kind::skipped:
         break;
+      case frame_kind::progress: {
+        procpool::progress p;
+        if (!decode_progress(payload, p).empty()) return 0;
+        continue;  // the task goes on running
+      }
       default:
         return 0;
     }

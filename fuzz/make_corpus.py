@@ -5,7 +5,7 @@ import os
 import struct
 import sys
 
-MAGIC, HELLO, TASK, RESULT, EXCEPTION, SKIPPED = 0x70704C31, 1, 2, 3, 4, 7
+MAGIC, HELLO, TASK, RESULT, EXCEPTION, SKIPPED, PROGRESS = 0x70704C31, 1, 2, 3, 4, 7, 8
 BUILD_ID = b"0123456789abcdef"
 
 
@@ -55,6 +55,10 @@ seeds = {
     "wrong_task": hello() + frame(RESULT, 9, text(b"x")),
     "bad_magic": frame(HELLO, 0, b"", magic=0xDEADBEEF),
     "wrong_build": hello(build=b"other"),
+    "progress": hello() + frame(PROGRESS, 1, struct.pack("<QQ", 3, 10) + text(b"3 of 10")) +
+    frame(PROGRESS, 1, struct.pack("<QQ", 10, 10) + text(b"")) + frame(RESULT, 1, text(b"done")),
+    "progress_short": hello() + frame(PROGRESS, 1, struct.pack("<QQ", 3, 10) + struct.pack("<Q", 900)),
+    "progress_other_task": hello() + frame(PROGRESS, 5, struct.pack("<QQ", 1, 2) + text(b"")),
     "truncated": hello() + frame(RESULT, 1, text(b"cut short"))[:-4],
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "procpool/detail/pool_core.hpp"
+#include "procpool/detail/progress_mailbox.hpp"
 
 namespace procpool::detail {
 
@@ -21,14 +22,19 @@ class completion_batch {
   void add(room_completion done, std::exception_ptr ep) {
     if (done) rooms_.emplace_back(std::move(done), std::move(ep));
   }
+  void add(const std::shared_ptr<progress_listener>& to, progress p) {
+    progress_.emplace_back(to, std::move(p));
+  }
   void add(shutdown_completion done) {
     if (done) shutdowns_.push_back(std::move(done));
   }
 
-  /// Runs everything gathered: tasks' outcomes first, then producers waiting for room, then
+  /// Runs everything gathered: progress reports first (a task's last report is handed on before
+  /// its outcome), then tasks' outcomes, then producers waiting for room, then
   /// shutdowns (a shutdown completes after the outcomes of the tasks it waited for). Call with no
   /// lock held.
   void run() && {
+    for (auto& [to, p] : progress_) to->deliver(std::move(p));
     for (auto& t : tasks_) std::move(t.done)(std::move(t.ep), std::move(t.result));
     for (auto& [done, ep] : rooms_) std::move(done)(std::move(ep));
     for (auto& done : shutdowns_) std::move(done)();
@@ -44,6 +50,7 @@ class completion_batch {
   boost::container::small_vector<task_outcome, 2> tasks_;
   std::vector<std::pair<room_completion, std::exception_ptr>> rooms_;
   std::vector<shutdown_completion> shutdowns_;
+  std::vector<std::pair<std::shared_ptr<progress_listener>, progress>> progress_;
 };
 
 }  // namespace procpool::detail

@@ -75,4 +75,13 @@ auto decode_exception(std::span<const std::byte> payload, const std::string& fun
   return rebuild_exception(env, function, pid);
 }
 
+auto decode_progress(std::span<const std::byte> payload, progress& out) -> std::string {
+  try {
+    decode_from(payload, out.done, out.total, out.message);
+  } catch (const std::exception& e) {
+    return std::string("sent a malformed progress frame: ") + e.what();
+  }
+  return {};
+}
+
 }  // namespace procpool::detail

@@ -13,6 +13,7 @@
 
 #include "exception_codec.hpp"
 #include "procpool/detail/wire.hpp"
+#include "procpool/progress.hpp"
 
 namespace procpool::detail {
 
@@ -37,5 +38,9 @@ auto check_hello(std::span<const std::byte> payload, std::string_view expected_b
 /// returns nullptr and sets `violation`.
 auto decode_exception(std::span<const std::byte> payload, const std::string& function, pid_t pid,
                       std::string& violation) -> std::exception_ptr;
+
+/// Decodes a progress frame's payload (done, total, message). Empty when it is well formed;
+/// otherwise what is wrong with it.
+auto decode_progress(std::span<const std::byte> payload, progress& out) -> std::string;
 
 }  // namespace procpool::detail

@@ -843,6 +843,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       case frame_kind::skipped:
         on_skipped(w);
         return true;
+      case frame_kind::progress:
+        return on_progress(w, f);
       default:
         return true;  // check_header admits no other kind
     }
@@ -874,6 +876,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     finish(*t, ep, ep ? byte_buffer{} : byte_buffer(f.payload.begin(), f.payload.end()));
     ++w.tasks_run;
     next_task(w);
+    return true;
+  }
+
+  // A progress report for the running task (check_header: it names it, and it is bounded).
+  // Decoded even when nobody listens, so that a malformed one is a violation either way.
+  bool on_progress(worker& w, const worker_link::received_frame& f) PROCPOOL_REQUIRES(mutex_) {
+    progress p;
+    if (auto wrong = decode_progress(f.payload, p); !wrong.empty()) {
+      violation(w, std::move(wrong));
+      return false;
+    }
+    const auto& t = *w.current;
+    if (t.request.progress && !t.ending) completions_.add(t.request.progress, std::move(p));
     return true;
   }
 

@@ -20,6 +20,7 @@
 #include "procpool/detail/invoke.hpp"
 #include "procpool/detail/map.hpp"
 #include "procpool/detail/pool_core.hpp"
+#include "procpool/detail/progress_mailbox.hpp"
 #include "procpool/detail/signature.hpp"
 #include "procpool/error.hpp"
 #include "procpool/pool_options.hpp"
@@ -138,6 +139,7 @@ class process_pool {
                                     detail::take_frame_buffer(*core_), f,
                                     std::forward<std::tuple_element_t<I, decltype(all)>>(
                                         std::get<I>(all))...)),
+          options.on_progress,
           std::forward<std::tuple_element_t<n_args, decltype(all)>>(std::get<n_args>(all)));
     }
     (std::make_index_sequence<n_args>{});
@@ -159,7 +161,7 @@ class process_pool {
     return async_submit_request<detail::submit_result_t<F>>(
         with_options(options, detail::make_task_request(detail::take_frame_buffer(*core_), f,
                                                         std::forward<Args>(args)...)),
-        boost::asio::use_awaitable);
+        options.on_progress, boost::asio::use_awaitable);
   }
 
   /// Runs `f(item)` for every item of `items` in the workers, `chunk_size` items per task (like
@@ -176,18 +178,31 @@ class process_pool {
   /// Cancellation: as for async_submit, applied to every chunk.
   template <class F, std::ranges::forward_range Range, class Token>
   auto async_map(F f, const Range& items, std::size_t chunk_size, Token&& token) {
+    return async_map(task_options{}, f, items, chunk_size, std::forward<Token>(token));
+  }
+
+  /// async_map with options applied to every chunk (timeout, crash_retries); `on_progress` gets
+  /// {items done, items in all} as chunks finish, under the same guarantees as for one task.
+  template <class F, std::ranges::forward_range Range, class Token>
+  auto async_map(const task_options& options, F f, const Range& items, std::size_t chunk_size,
+                 Token&& token) {
     using R = detail::map_result_t<F>;
     chunk_size = std::max<std::size_t>(chunk_size, 1);
     std::vector<detail::task_request> requests;
+    std::uint64_t total_items = 0;
     for (auto it = std::ranges::begin(items); it != std::ranges::end(items);) {
       auto stop =
           std::ranges::next(it, static_cast<std::ptrdiff_t>(chunk_size), std::ranges::end(items));
-      requests.push_back(detail::make_map_request(detail::take_frame_buffer(*core_), f,
-                                                  std::ranges::subrange(it, stop)));
+      total_items += static_cast<std::uint64_t>(std::ranges::distance(it, stop));
+      requests.push_back(
+          with_options(options, detail::make_map_request(detail::take_frame_buffer(*core_), f,
+                                                         std::ranges::subrange(it, stop))));
       it = stop;
     }
     return boost::asio::async_initiate<Token, void(std::exception_ptr, std::vector<R>)>(
-        [core = core_, ex = executor_](auto handler, std::vector<detail::task_request> chunks) {
+        [core = core_, ex = executor_](auto handler, std::vector<detail::task_request> chunks,
+                                       std::function<void(const progress&)> on_progress,
+                                       std::uint64_t items_in_all) {
           using handler_t = decltype(handler);
           using state_t = detail::map_state<R, handler_t>;
           auto slot = boost::asio::get_associated_cancellation_slot(handler);
@@ -195,6 +210,7 @@ class process_pool {
               boost::asio::make_work_guard(boost::asio::get_associated_executor(handler, ex));
           auto state =
               std::make_shared<state_t>(std::move(handler), std::move(work), chunks.size());
+          if (on_progress) state->watch_progress(std::move(on_progress), items_in_all);
           if (chunks.empty()) {
             boost::asio::post(state->work.get_executor(), [state] { state->complete(); });
             return;
@@ -222,7 +238,7 @@ class process_pool {
                            });
           }
         },
-        token, std::move(requests));
+        token, std::move(requests), options.on_progress, total_items);
   }
 
   /// `co_await pool.map(f, items, chunk_size)`: async_map as an awaitable.
@@ -230,6 +246,13 @@ class process_pool {
   auto map(F f, const Range& items, std::size_t chunk_size)
       -> boost::asio::awaitable<std::vector<detail::map_result_t<F>>> {
     return async_map(f, items, chunk_size, boost::asio::use_awaitable);
+  }
+
+  /// `co_await pool.map(options, f, items, chunk_size)`.
+  template <class F, std::ranges::forward_range Range>
+  auto map(const task_options& options, F f, const Range& items, std::size_t chunk_size)
+      -> boost::asio::awaitable<std::vector<detail::map_result_t<F>>> {
+    return async_map(options, f, items, chunk_size, boost::asio::use_awaitable);
   }
 
   /// Waits until the queue has room for another task (see pool_options::max_queue): the
@@ -313,9 +336,11 @@ class process_pool {
   }
 
   template <class R, class Token>
-  auto async_submit_request(detail::task_request request, Token&& token) {
+  auto async_submit_request(detail::task_request request,
+                            std::function<void(const progress&)> progress_callback, Token&& token) {
     return boost::asio::async_initiate<Token, detail::completion_signature_t<R>>(
-        [core = core_, ex = executor_](auto handler, detail::task_request req) {
+        [core = core_, ex = executor_](auto handler, detail::task_request req,
+                                       std::function<void(const progress&)> on_progress) {
           using handler_t = decltype(handler);
           auto slot = boost::asio::get_associated_cancellation_slot(handler);
           auto work =
@@ -330,11 +355,26 @@ class process_pool {
             });
           }
           req.cancellable = slot.is_connected();
+          detail::submit_completer<R, handler_t> done{std::move(handler), std::move(work)};
+          if (!on_progress) {
+            detail::submit(*core, id, std::move(req), std::move(done));
+            return;
+          }
+          // The completion waits for the last progress callback (progress_mailbox::finish).
+          auto mailbox =
+              std::make_shared<detail::progress_mailbox<decltype(done.work.get_executor())>>(
+                  done.work.get_executor(), std::move(on_progress));
+          req.progress = mailbox;
           detail::submit(
               *core, id, std::move(req),
-              detail::submit_completer<R, handler_t>{std::move(handler), std::move(work)});
+              [mailbox, done = std::move(done)](std::exception_ptr ep,
+                                                detail::byte_buffer result) mutable {
+                mailbox->finish([done = std::move(done), ep, result = std::move(result)]() mutable {
+                  done(ep, std::move(result));
+                });
+              });
         },
-        token, std::move(request));
+        token, std::move(request), std::move(progress_callback));
   }
 
   executor_type executor_;

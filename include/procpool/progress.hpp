@@ -1,7 +1,8 @@
-// procpool - progress from inside a task.
+// procpool - progress from inside a task, and what the caller receives.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace procpool {
@@ -13,5 +14,13 @@ namespace procpool {
 /// waits for the next one. Callable from any thread of the worker; outside a task (in the parent,
 /// in an initializer) it does nothing.
 void report_progress(std::uint64_t done, std::uint64_t total, std::string_view message = {});
+
+/// A progress report as the caller receives it (task_options::on_progress). The values are the
+/// task's own: `done` may exceed `total`, and `message` is bytes, not necessarily UTF-8.
+struct progress {
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;  ///< 0: unknown
+  std::string message;
+};
 
 }  // namespace procpool

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+
+#include "procpool/progress.hpp"
 
 namespace procpool {
 
@@ -16,6 +19,22 @@ struct task_options {
   /// Only for idempotent tasks: the crashed attempt may have done part of its work. Exceptions,
   /// timeouts and cancellation are never retried. Retried tasks go to the front of the queue.
   unsigned crash_retries = 0;
+
+  /// Called with the task's progress reports (procpool::report_progress in the task), in order,
+  /// through the completion handler's associated executor (where the task's result arrives: the
+  /// coroutine's executor for `co_await pool.submit`), one call at a time, and never after the
+  /// completion handler: the completion is posted once the last call has returned. Reports are
+  /// coalesced twice: in the worker (at most one every 5 ms) and here (a report that arrives while
+  /// a call is pending replaces the one not yet shown), so a slow callback sees fewer, newer
+  /// reports rather than a backlog. A report that was read before the outcome but not yet shown
+  /// when the outcome arrived is dropped. Empty (the default): reports are checked and dropped,
+  /// and a task that never reports costs nothing extra. Not called for retried attempts' earlier
+  /// reports any differently: a retried task reports again from its start. An exception thrown by
+  /// the callback propagates out of the executor's run(), like any handler's; the task still
+  /// completes, and the callback is not called again.
+  ///
+  /// With `map`, the callback gets the items done (chunks as they finish) of all items.
+  std::function<void(const progress&)> on_progress = nullptr;
 };
 
 }  // namespace procpool

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <iterator>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 
 #include "procpool/detail/invoke.hpp"
 #include "procpool/detail/pool_core.hpp"
+#include "procpool/detail/progress_mailbox.hpp"
 
 namespace procpool::detail {
 
@@ -67,12 +69,20 @@ auto make_map_request(byte_buffer frame, F f, const Chunk& chunk) -> task_reques
 /// What the chunks of one map share: their results in order, and the handler to call once the
 /// last chunk is in.
 template <class R, class Handler>
-struct map_state {
+struct map_state : std::enable_shared_from_this<map_state<R, Handler>> {
   using work_guard = boost::asio::executor_work_guard<
       boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>>;
 
+  using mailbox = progress_mailbox<typename work_guard::executor_type>;
+
   map_state(Handler h, work_guard w, std::size_t chunks)
       : handler(std::move(h)), work(std::move(w)), parts(chunks), remaining(chunks) {}
+
+  // Reports {items done, items_total} to `callback` as chunks succeed.
+  void watch_progress(std::function<void(const progress&)> callback, std::uint64_t items_total) {
+    progress_out = std::make_shared<mailbox>(work.get_executor(), std::move(callback));
+    total_items = items_total;
+  }
 
   // On the handler's executor: records chunk `i`'s outcome; the last one completes the map.
   void chunk_done(std::size_t i, std::exception_ptr ep, const byte_buffer& result,
@@ -84,6 +94,11 @@ struct map_state {
       } catch (...) {
         ep = std::current_exception();
       }
+    }
+    if (!ep && progress_out) {
+      done_items += parts[i].size();
+      // Under the lock: chunks finishing on two threads hand their counts on in order.
+      progress_out->deliver(progress{done_items, total_items, {}});
     }
     if (ep && i < first_failed) {
       const bool first = !error;
@@ -100,7 +115,11 @@ struct map_state {
     }
     if (--remaining != 0) return;
     lock.unlock();
-    complete();
+    if (progress_out) {
+      progress_out->finish([self = this->shared_from_this()] { self->complete(); });
+    } else {
+      complete();
+    }
   }
 
   void complete() {
@@ -123,7 +142,10 @@ struct map_state {
   std::vector<std::uint64_t> ids;  // the chunks' task ids, for cancellation
   std::size_t remaining;
   std::size_t first_failed = static_cast<std::size_t>(-1);
-  std::exception_ptr error;  // the failure of the earliest failing chunk
+  std::exception_ptr error;               // the failure of the earliest failing chunk
+  std::shared_ptr<mailbox> progress_out;  // null unless task_options::on_progress was given
+  std::uint64_t done_items = 0;
+  std::uint64_t total_items = 0;
 };
 
 }  // namespace procpool::detail

@@ -5,12 +5,15 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <typeinfo>
 #include <vector>
 
 namespace procpool::detail {
 
 using byte_buffer = std::vector<std::byte>;
+
+class progress_listener;  // procpool/detail/progress_mailbox.hpp
 
 /// An encoded task: its frame (header included, filled in at dispatch) and how to name it in
 /// errors.
@@ -24,6 +27,8 @@ struct task_request {
   // to a busy worker ahead of time: a cancellation that comes before it starts must keep it from
   // running, and a task already in a worker's channel cannot be taken back.
   bool cancellable = false;
+  // Where its progress reports go (task_options::on_progress); null: they are checked and dropped.
+  std::shared_ptr<progress_listener> progress;
 };
 
 }  // namespace procpool::detail
