@@ -149,7 +149,8 @@ auto follow(tcp::socket socket, asio::streambuf& buf, results& r) -> asio::await
                       asio::buffers_begin(buf.data()) + static_cast<std::ptrdiff_t>(n));
     buf.consume(n);
     const auto data = block.find("data: ");
-    if (data == std::string::npos) continue;
+    // Only state changes: progress and stats events are not changes of a job.
+    if (data == std::string::npos || block.find("event: job\n") == std::string::npos) continue;
     const json::value v = json::parse(block.substr(data + 6, block.find('\n', data) - data - 6));
     const std::string state(v.at("state").as_string());
     if (state == "queued" || state == "running") continue;

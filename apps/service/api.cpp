@@ -92,6 +92,12 @@ auto api::route(const request& req) -> asio::awaitable<response> {
     if (method == http::verb::get) co_return co_await list_jobs(query);
     co_return not_allowed("GET, POST");
   }
+  if (path.starts_with("/jobs/") && path.ends_with("/retry")) {
+    const auto id = parse_id(path.substr(6, path.size() - 6 - 6));
+    if (!id) co_return error_response(400, "a job id is a positive integer");
+    if (method != http::verb::post) co_return not_allowed("POST");
+    co_return co_await retry_job(*id);
+  }
   if (path.starts_with("/jobs/")) {
     const auto id = parse_id(path.substr(6));
     if (!id) co_return error_response(400, "a job id is a positive integer");
@@ -115,8 +121,17 @@ auto api::route(const request& req) -> asio::awaitable<response> {
     if (method != http::verb::get) co_return not_allowed("GET");
     co_return tasks();
   }
-  co_return error_response(
-      404, "no such endpoint; see /tasks, /jobs, /events, /instances, /metrics, /healthz");
+  if (path == "/stats") {
+    if (method != http::verb::get) co_return not_allowed("GET");
+    co_return co_await stats();
+  }
+  if (path == "/" || path == "/index.html" || path.starts_with("/dashboard/")) {
+    if (method != http::verb::get && method != http::verb::head) co_return not_allowed("GET, HEAD");
+    co_return static_file(path.starts_with("/dashboard/") ? path.substr(11) : "index.html");
+  }
+  co_return error_response(404,
+                           "no such endpoint; see / (the dashboard), /tasks, /jobs, /events, "
+                           "/stats, /instances, /metrics, /healthz");
 }
 
 auto api::post_job(const request& req) -> asio::awaitable<response> {
@@ -177,6 +192,11 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
     j.notify_url = std::string(url->get_string());
   }
 
+  co_return co_await accepted(std::move(j));
+}
+
+auto api::accepted(job j) -> asio::awaitable<response> {
+  const std::int64_t retry_of = j.retry_of;
   auto [status, stored] = co_await runner_.accept(std::move(j));
   if (status == accept_status::queue_full) {
     response r = error_response(429, "the queue holds as many jobs as it may (" +
@@ -191,9 +211,10 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
     r.set(http::field::retry_after, "1");
     co_return r;
   }
-  response r = json_response(202, json::object{{"id", stored.id},
-                                               {"state", "queued"},
-                                               {"href", "/jobs/" + std::to_string(stored.id)}});
+  json::object body{
+      {"id", stored.id}, {"state", "queued"}, {"href", "/jobs/" + std::to_string(stored.id)}};
+  if (retry_of != 0) body["retry_of"] = retry_of;
+  response r = json_response(202, body);
   r.set(http::field::location, "/jobs/" + std::to_string(stored.id));
   co_return r;
 }
@@ -201,11 +222,61 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
 auto api::get_job(std::int64_t id) -> asio::awaitable<response> {
   auto j = co_await db_.read([id](store& s) { return s.get(id); });
   if (!j) co_return error_response(404, "no job " + std::to_string(id));
-  co_return json_response(200, to_json(*j));
+  co_return json_response(200, job_json(*j));
+}
+
+auto api::job_json(const job& j) const -> json::value {
+  json::value v = to_json(j);
+  if (j.state == job_state::running) {
+    if (const job_progress* p = progress_.latest(j.id)) v.as_object()["progress"] = to_json(*p);
+  }
+  return v;
+}
+
+auto api::retry_job(std::int64_t id) -> asio::awaitable<response> {
+  auto old = co_await db_.read([id](store& s) { return s.get(id); });
+  if (!old) co_return error_response(404, "no job " + std::to_string(id));
+  if (old->state != job_state::failed && old->state != job_state::timed_out &&
+      old->state != job_state::cancelled) {
+    co_return json_response(
+        409, json::object{{"error", "job " + std::to_string(id) + " is " +
+                                        std::string(to_string(old->state)) +
+                                        "; only a failed, timed_out or cancelled job is retried"},
+                          {"job", job_json(*old)}});
+  }
+  if (tasks_.find(old->task) == nullptr) {
+    co_return error_response(409, "task '" + old->task + "' is not registered on this instance");
+  }
+  job j;
+  j.task = old->task;
+  j.input = old->input;
+  j.timeout_ms = old->timeout_ms;
+  j.notify_url = old->notify_url;
+  j.priority = old->priority;
+  j.retry_of = old->id;
+  co_return co_await accepted(std::move(j));
+}
+
+auto api::stats() -> asio::awaitable<response> {
+  co_return json_response(200, co_await stats_.snapshot());
+}
+
+auto api::static_file(std::string_view name) const -> response {
+  auto file = dashboard_.find(name);
+  if (!file) return error_response(404, "no such file: /dashboard/" + std::string(name));
+  response res{http::status::ok, 11};
+  res.set(http::field::content_type, file->content_type);
+  // Revalidated on each load: a restarted, newer service never serves a stale page.
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.body() = std::move(file->body);
+  res.prepare_payload();
+  return res;
 }
 
 auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
   std::optional<job_state> state;
+  std::string task;
   std::int64_t limit = 100, before = 0;
   while (!query.empty()) {
     const auto amp = query.find('&');
@@ -221,6 +292,9 @@ auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
         throw bad_request(
             "state must be one of queued, running, succeeded, failed, timed_out, cancelled");
       }
+    } else if (key == "task") {
+      if (value.size() > 256) throw bad_request("task must be a task's name");
+      task = std::string(value);
     } else if (key == "limit") {
       const auto n = parse_id(value);
       if (!n || *n > 1000) throw bad_request("limit must be an integer from 1 to 1000");
@@ -230,13 +304,19 @@ auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
       if (!n) throw bad_request("before must be a job id");
       before = *n;
     } else if (!key.empty()) {
-      throw bad_request("unknown parameter '" + std::string(key) + "'; use state, limit, before");
+      throw bad_request("unknown parameter '" + std::string(key) +
+                        "'; use state, task, limit, before");
     }
   }
-  auto jobs =
-      co_await db_.read([state, limit, before](store& s) { return s.list(state, limit, before); });
+  // Named, not a temporary inside the co_await expression: built with GCC 12, a temporary lambda
+  // here that captured a std::string was destroyed with a dangling small-string pointer (ASan:
+  // free of an address that was not malloc()-ed) — a coroutine temporary's miscompilation.
+  auto read_page = [state, task = std::move(task), limit, before](store& s) {
+    return s.list(state, task, limit, before);
+  };
+  auto jobs = co_await db_.read(std::move(read_page));
   json::array list;
-  for (const auto& j : jobs) list.push_back(to_json(j));
+  for (const auto& j : jobs) list.push_back(job_json(j));
   json::value next = nullptr;
   if (static_cast<std::int64_t>(jobs.size()) == limit) next = jobs.back().id;
   co_return json_response(200, json::object{{"jobs", std::move(list)}, {"next_before", next}});
@@ -293,8 +373,22 @@ auto api::instances() -> asio::awaitable<response> {
 
 auto api::tasks() const -> response {
   json::array list;
-  for (const auto& t : tasks_.all())
-    list.push_back(json::object{{"name", t.name}, {"summary", t.summary}});
+  for (const auto& t : tasks_.all()) {
+    json::array fields;
+    for (const auto& f : t.fields) {
+      json::object field{{"name", f.name}, {"type", f.type}};
+      if (f.type == "string") {
+        field["max_length"] = f.maximum;
+      } else {
+        field["minimum"] = f.minimum;
+        field["maximum"] = f.maximum;
+      }
+      field["default"] = f.fallback;
+      fields.push_back(std::move(field));
+    }
+    list.push_back(
+        json::object{{"name", t.name}, {"summary", t.summary}, {"fields", std::move(fields)}});
+  }
   return json_response(200, json::object{{"tasks", std::move(list)}});
 }
 

@@ -8,10 +8,13 @@
 
 #include "change_feed.hpp"
 #include "config.hpp"
+#include "dashboard.hpp"
 #include "database.hpp"
 #include "events.hpp"
 #include "job_runner.hpp"
 #include "metrics.hpp"
+#include "progress_board.hpp"
+#include "stats_feed.hpp"
 #include "tasks.hpp"
 
 namespace service {
@@ -27,7 +30,11 @@ auto error_response(unsigned status, const std::string& message) -> response;
 ///     POST   /jobs              {"task", "input", "timeout_ms", "notify_url", "priority"}
 ///                               -> 202 {"id", ...}
 ///     GET    /jobs/{id}         the job
-///     GET    /jobs?state=&limit=&before=   newest first
+///     GET    /jobs?state=&task=&limit=&before=   newest first
+///     POST   /jobs/{id}/retry   a new job with the task and input of a failed, timed-out or
+///                               cancelled one, linked by retry_of: 202, 409 for another state
+///     GET    /stats             jobs by state and the pool's counters
+///     GET    /                  the dashboard (and its files under /dashboard/)
 ///     DELETE /jobs/{id}         cancel: 200 with the final job, 409 if it had already ended,
 ///                               202 if the instance running it has not killed it yet
 ///     GET    /instances         the instances sharing the database
@@ -41,7 +48,8 @@ class api {
  public:
   api(const config& cfg, std::string instance_id, const task_registry& tasks, job_runner& runner,
       database& db, procpool::process_pool& pool, event_hub& events, change_feed& feed,
-      service_metrics& metrics)
+      service_metrics& metrics, const progress_board& progress, stats_feed& stats,
+      const dashboard_files& dashboard)
       : cfg_(cfg),
         instance_id_(std::move(instance_id)),
         tasks_(tasks),
@@ -50,7 +58,10 @@ class api {
         pool_(pool),
         events_(events),
         feed_(feed),
-        metrics_(metrics) {}
+        metrics_(metrics),
+        progress_(progress),
+        stats_(stats),
+        dashboard_(dashboard) {}
 
   auto handle(const request& req) -> boost::asio::awaitable<response>;
 
@@ -58,6 +69,8 @@ class api {
   /// to `up_to` (where its live stream starts), oldest first, at most `limit`.
   auto changes_since(std::int64_t seq, std::int64_t up_to, std::int64_t limit)
       -> boost::asio::awaitable<std::vector<job_change>>;
+  /// The `event: stats` an /events client gets when it connects.
+  auto stats_event() -> boost::asio::awaitable<std::string> { return stats_.event(); }
   /// Where a live /events stream that subscribes now starts.
   [[nodiscard]] auto live_from() const -> std::int64_t { return feed_.published_up_to(); }
 
@@ -67,6 +80,12 @@ class api {
   auto get_job(std::int64_t id) -> boost::asio::awaitable<response>;
   auto list_jobs(std::string_view query) -> boost::asio::awaitable<response>;
   auto cancel_job(std::int64_t id) -> boost::asio::awaitable<response>;
+  auto accepted(job j) -> boost::asio::awaitable<response>;
+  auto retry_job(std::int64_t id) -> boost::asio::awaitable<response>;
+  auto stats() -> boost::asio::awaitable<response>;
+  auto static_file(std::string_view name) const -> response;
+  /// The job as the API shows it, with its progress when it runs here and has reported.
+  auto job_json(const job& j) const -> boost::json::value;
   auto metrics() -> boost::asio::awaitable<response>;
   auto instances() -> boost::asio::awaitable<response>;
   auto tasks() const -> response;
@@ -81,6 +100,9 @@ class api {
   event_hub& events_;
   change_feed& feed_;
   service_metrics& metrics_;
+  const progress_board& progress_;
+  stats_feed& stats_;
+  const dashboard_files& dashboard_;
 };
 
 }  // namespace service

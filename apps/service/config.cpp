@@ -134,6 +134,10 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) {
          c.webhook_backoff_ms = number<std::int64_t>("webhook-backoff-ms", v, 1, 600'000);
        }},
+      {"dashboard-dir",
+       "serve the dashboard's files from this directory instead of the copy compiled in (for "
+       "working on the page)",
+       [](config& c, const std::string& v) { c.dashboard_dir = v; }},
       {"demo", "start, run a mix of jobs through the HTTP API, show what happens, stop",
        [](config& c, const std::string&) { c.demo = true; }, false},
   };

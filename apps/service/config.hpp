@@ -38,6 +38,7 @@ struct config {
   int webhook_attempts = 6;
   std::int64_t webhook_backoff_ms = 200;
   bool demo = false;
+  std::string dashboard_dir;  ///< empty: the dashboard compiled in
 };
 
 /// Parses `--name value` / `--name=value` flags over PROCPOOL_SERVICE_NAME variables. On

@@ -23,14 +23,21 @@ auto format_event(const job_change& c) -> std::string {
 
 void event_hub::publish(const job_change& c) {
   if (subscribers_.empty()) return;
-  const std::string text = format_event(c);
+  queue(c.seq, format_event(c));
+}
+
+void event_hub::publish_unsequenced(const std::string& text) {
+  queue(-1, text);
+}
+
+void event_hub::queue(std::int64_t seq, const std::string& text) {
   for (auto& s : subscribers_) {
     if (s->overflowed) continue;
     if (s->pending.size() >= max_backlog_) {
       s->overflowed = true;
       s->pending.clear();
     } else {
-      s->pending.emplace_back(c.seq, text);
+      s->pending.emplace_back(seq, text);
     }
     s->wake.cancel();
   }

@@ -16,7 +16,8 @@ namespace service {
 struct event_subscriber {
   explicit event_subscriber(const boost::asio::any_io_executor& ex)
       : wake(ex, boost::asio::steady_timer::time_point::max()) {}
-  /// Events not yet written: each change's sequence number and its formatted text.
+  /// Events not yet written: each change's sequence number (-1 for an event that is not a
+  /// change: progress, stats) and its formatted text.
   std::deque<std::pair<std::int64_t, std::string>> pending;
   boost::asio::steady_timer wake;  ///< cancelled when there is something to do
   bool overflowed = false;         ///< fell more than the hub's limit behind: to be disconnected
@@ -37,11 +38,15 @@ class event_hub {
   void unsubscribe(const std::shared_ptr<event_subscriber>& s);
   /// Queues `c` (format_event) for every client.
   void publish(const job_change& c);
+  /// Queues an event that is not a change of the log (no `id:`, never replayed): progress, stats.
+  void publish_unsequenced(const std::string& text);
   /// Ends every stream (shutdown).
   void close_all();
   [[nodiscard]] auto clients() const -> std::size_t { return subscribers_.size(); }
 
  private:
+  void queue(std::int64_t seq, const std::string& text);
+
   std::size_t max_backlog_;
   std::vector<std::shared_ptr<event_subscriber>> subscribers_;
 };

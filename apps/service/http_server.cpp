@@ -174,6 +174,11 @@ auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
       }
     }
   }
+  try {
+    out += co_await api_.stats_event();  // what the counts are now; later ones as they change
+  } catch (const std::exception&) {
+    // The database is away: the stats feed sends them once it is back.
+  }
   for (;;) {
     if (!out.empty()) {
       stream.expires_after(options_.idle_timeout);  // a client that stops reading is dropped
@@ -189,7 +194,8 @@ auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
       if (!ec) out = ": heartbeat\n\n";
     }
     while (!sub->pending.empty()) {
-      if (sub->pending.front().first > replayed_up_to) out += sub->pending.front().second;
+      const auto seq = sub->pending.front().first;
+      if (seq < 0 || seq > replayed_up_to) out += sub->pending.front().second;
       sub->pending.pop_front();
     }
   }

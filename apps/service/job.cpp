@@ -15,8 +15,9 @@ constexpr std::array<std::string_view, 6> state_names = {"queued", "running",   
 constexpr std::array<std::string_view, 4> notification_names = {"none", "pending", "delivered",
                                                                 "failed"};
 
-// RFC 3339 in UTC with milliseconds, or null for "not yet".
-auto timestamp(std::int64_t ms) -> json::value {
+}  // namespace
+
+auto to_json_timestamp(std::int64_t ms) -> json::value {
   if (ms == 0) return nullptr;
   const std::time_t seconds = ms / 1000;
   std::tm utc{};
@@ -26,6 +27,8 @@ auto timestamp(std::int64_t ms) -> json::value {
   std::snprintf(text + n, sizeof text - n, ".%03dZ", static_cast<int>(ms % 1000));
   return json::string(text);
 }
+
+namespace {
 
 auto parse_or_null(const std::string& text) -> json::value {
   if (text.empty()) return nullptr;
@@ -74,9 +77,10 @@ auto to_json(const job& j) -> json::value {
   o["priority"] = j.priority;
   o["attempts"] = j.attempts;
   o["owner"] = j.owner.empty() ? json::value(nullptr) : json::value(j.owner);
-  o["created_at"] = timestamp(j.created_ms);
-  o["started_at"] = timestamp(j.started_ms);
-  o["finished_at"] = timestamp(j.finished_ms);
+  o["created_at"] = to_json_timestamp(j.created_ms);
+  o["started_at"] = to_json_timestamp(j.started_ms);
+  o["finished_at"] = to_json_timestamp(j.finished_ms);
+  o["retry_of"] = j.retry_of == 0 ? json::value(nullptr) : json::value(j.retry_of);
   if (!j.notify_url.empty()) {
     o["notify_url"] = j.notify_url;
     o["notification"] = to_string(j.notification);

@@ -33,6 +33,7 @@ struct job {
   notification_state notification = notification_state::none;
   std::int64_t priority = 0;  ///< higher runs first; equal priorities run in id order
   std::string owner;  ///< the instance that runs it (or ran it last, or ended it); "" if none
+  std::int64_t retry_of = 0;  ///< the job this one retries (POST /jobs/{id}/retry); 0 if none
 };
 
 [[nodiscard]] auto is_final(job_state s) -> bool;
@@ -42,5 +43,8 @@ struct job {
 [[nodiscard]] auto to_json(const job& j) -> boost::json::value;
 
 [[nodiscard]] auto now_ms() -> std::int64_t;
+
+/// RFC 3339 in UTC with milliseconds (`2026-12-01T23:07:21.123Z`), or null for 0 ("not yet").
+[[nodiscard]] auto to_json_timestamp(std::int64_t ms) -> boost::json::value;
 
 }  // namespace service

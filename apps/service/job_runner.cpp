@@ -22,12 +22,14 @@ using namespace std::chrono_literals;
 namespace service {
 
 job_runner::job_runner(asio::any_io_executor ex, procpool::process_pool& pool, database& db,
-                       notifier& notify, service_metrics& metrics, runner_options options)
+                       notifier& notify, service_metrics& metrics, progress_board& progress,
+                       runner_options options)
     : ex_(ex),
       pool_(pool),
       db_(db),
       notify_(notify),
       metrics_(metrics),
+      progress_(progress),
       options_(std::move(options)),
       wake_(ex, asio::steady_timer::time_point::max()),
       idle_(ex, asio::steady_timer::time_point::max()) {}
@@ -226,6 +228,7 @@ void job_runner::kill_local(std::int64_t id) {
 
 auto job_runner::run(std::int64_t id) -> asio::awaitable<void> {
   outcome o = co_await execute(active_.at(id));
+  progress_.forget(id);
   // The slot is free as soon as the worker is; the end is written while the next job starts.
   active_job& a = active_.at(id);
   a.executing = false;
@@ -329,9 +332,14 @@ auto job_runner::execute(active_job& a) -> asio::awaitable<outcome> {
   const job& j = a.record;
   if (a.stop_requested) co_return outcome{job_state::queued, "", "", true, true};
   try {
+    // Progress goes to the board (memory and /events), never to the database.
     std::string result = co_await pool_.async_submit(
-        procpool::task_options{.timeout = std::chrono::milliseconds(j.timeout_ms)}, run_task,
-        j.task, j.input, asio::bind_cancellation_slot(a.kill.slot(), asio::use_awaitable));
+        procpool::task_options{
+            .timeout = std::chrono::milliseconds(j.timeout_ms),
+            .on_progress = [this,
+                            id = j.id](const procpool::progress& p) { progress_.report(id, p); }},
+        run_task, j.task, j.input,
+        asio::bind_cancellation_slot(a.kill.slot(), asio::use_awaitable));
     co_return outcome{job_state::succeeded, std::move(result), ""};
   } catch (const procpool::timeout_error&) {
     co_return outcome{job_state::timed_out, "",

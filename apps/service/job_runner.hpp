@@ -18,6 +18,7 @@
 #include "database.hpp"
 #include "metrics.hpp"
 #include "notifier.hpp"
+#include "progress_board.hpp"
 
 namespace service {
 
@@ -56,7 +57,8 @@ enum class accept_status { accepted, queue_full, stopping };
 class job_runner {
  public:
   job_runner(boost::asio::any_io_executor ex, procpool::process_pool& pool, database& db,
-             notifier& notify, service_metrics& metrics, runner_options options);
+             notifier& notify, service_metrics& metrics, progress_board& progress,
+             runner_options options);
 
   /// Starts claiming.
   void start();
@@ -134,6 +136,7 @@ class job_runner {
   database& db_;
   notifier& notify_;
   service_metrics& metrics_;
+  progress_board& progress_;
   runner_options options_;
   std::map<std::int64_t, active_job> active_;
   std::size_t executing_ = 0, background_ = 0;

@@ -145,8 +145,9 @@ auto serve(service::config cfg) -> int {
   service::notifier notify(
       ioc.get_executor(), db, metrics,
       {.attempts = cfg.webhook_attempts, .first_backoff = ms(cfg.webhook_backoff_ms)});
+  service::progress_board progress(ioc.get_executor(), events);
   service::job_runner runner(
-      ioc.get_executor(), pool, db, notify, metrics,
+      ioc.get_executor(), pool, db, notify, metrics, progress,
       {.instance_id = instance_id,
        .slots = workers,
        .prefetch = cfg.prefetch < 0 ? workers : static_cast<std::size_t>(cfg.prefetch),
@@ -160,8 +161,10 @@ auto serve(service::config cfg) -> int {
   db.on_changes(ioc.get_executor(), [&feed] { feed.kick(); });
   service::retention retention(ioc.get_executor(), db, metrics,
                                std::chrono::seconds(cfg.retain_ended_s));
+  service::stats_feed stats(ioc.get_executor(), db, pool, events, feed, instance_id);
+  const service::dashboard_files dashboard(cfg.dashboard_dir);
   service::api handler(cfg, instance_id, service::task_registry::global(), runner, db, pool, events,
-                       feed, metrics);
+                       feed, metrics, progress, stats, dashboard);
   service::http_server server(
       ioc.get_executor(),
       asio::ip::tcp::endpoint(asio::ip::make_address(cfg.address), cfg.demo ? 0 : cfg.port),
@@ -235,6 +238,7 @@ auto serve(service::config cfg) -> int {
     runner.start();
     members.start();
     retention.start();
+    stats.start();
     if (listener) listener->start();
     server.start();
     std::printf("procpool-service: listening on %s (instance %s, %zu workers, %s database)\n",
@@ -262,6 +266,7 @@ auto serve(service::config cfg) -> int {
     server.stop();
     events.close_all();
     retention.stop();
+    stats.stop();
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.drain_timeout_ms);
     const bool drained = co_await runner.drain(deadline);

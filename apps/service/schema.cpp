@@ -90,6 +90,9 @@ const std::vector<migration>& migrations() {
        // Every change updates a job row: dead tuples pile up fast, so vacuum this table early.
        "ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.0,"
        "  autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.05);"},
+      // POST /jobs/{id}/retry: a new job linked to the one it retries.
+      {3, "ALTER TABLE jobs ADD COLUMN retry_of INTEGER NOT NULL DEFAULT 0;",
+       "ALTER TABLE jobs ADD COLUMN retry_of BIGINT NOT NULL DEFAULT 0;"},
   };
   return all;
 }

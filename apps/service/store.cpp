@@ -14,12 +14,12 @@ namespace {
 
 constexpr const char* job_columns =
     "id, task, input, timeout_ms, notify_url, state, result, error, attempts, created_ms, "
-    "started_ms, finished_ms, notification, priority, owner";
+    "started_ms, finished_ms, notification, priority, owner, retry_of";
 // The same, for statements that join jobs with another table.
 constexpr const char* jobs_columns =
     "jobs.id, jobs.task, jobs.input, jobs.timeout_ms, jobs.notify_url, jobs.state, jobs.result, "
     "jobs.error, jobs.attempts, jobs.created_ms, jobs.started_ms, jobs.finished_ms, "
-    "jobs.notification, jobs.priority, jobs.owner";
+    "jobs.notification, jobs.priority, jobs.owner, jobs.retry_of";
 
 // Advisory lock keys (PostgreSQL): constants of the service's own.
 constexpr std::int64_t write_lock = 0x70726f6370'02;
@@ -61,6 +61,7 @@ auto job_from_row(const sql_result& r, std::size_t row, std::size_t first = 0) -
   j.notification = parse_notification_state(text(12));
   j.priority = integer(13);
   j.owner = text(14);
+  j.retry_of = integer(15);
   return j;
 }
 
@@ -303,10 +304,11 @@ auto store::insert(job j, const admission_limits& limits) -> std::optional<job_c
   j.notification = j.notify_url.empty() ? notification_state::none : notification_state::pending;
   const auto r = db_->exec(
       "INSERT INTO jobs (task, input, input_bytes, timeout_ms, notify_url, state, created_ms, "
-      "notification, priority) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8) RETURNING id",
+      "notification, priority, retry_of) VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9) "
+      "RETURNING id",
       {std::string_view(j.task), std::string_view(j.input),
        static_cast<std::int64_t>(j.input.size()), j.timeout_ms, std::string_view(j.notify_url),
-       j.created_ms, to_string(j.notification), j.priority});
+       j.created_ms, to_string(j.notification), j.priority, j.retry_of});
   j.id = r.integer(0, 0);
   const std::int64_t seq = append_event(j, j.created_ms);
   notify("procpool_jobs", j.task);
@@ -420,16 +422,15 @@ auto store::get(std::int64_t id) -> std::optional<job> {
   return job_from_row(r, 0);
 }
 
-auto store::list(std::optional<job_state> state, std::int64_t limit, std::int64_t before_id)
-    -> std::vector<job> {
+auto store::list(std::optional<job_state> state, const std::string& task, std::int64_t limit,
+                 std::int64_t before_id) -> std::vector<job> {
   const std::int64_t before = before_id > 0 ? before_id : INT64_MAX;
-  const auto r =
-      state ? db_->exec(std::string("SELECT ") + job_columns +
-                            " FROM jobs WHERE id < $1 AND state = $2 ORDER BY id DESC LIMIT $3",
-                        {before, to_string(*state), limit})
-            : db_->exec(std::string("SELECT ") + job_columns +
-                            " FROM jobs WHERE id < $1 ORDER BY id DESC LIMIT $2",
-                        {before, limit});
+  // '' matches every state or task: one statement for the four combinations.
+  const std::string_view state_name = state ? to_string(*state) : std::string_view("");
+  const auto r = db_->exec(std::string("SELECT ") + job_columns +
+                               " FROM jobs WHERE id < $1 AND ($2 = '' OR state = $2) AND "
+                               "($3 = '' OR task = $3) ORDER BY id DESC LIMIT $4",
+                           {before, state_name, std::string_view(task), limit});
   std::vector<job> out;
   for (std::size_t i = 0; i < r.size(); ++i) out.push_back(job_from_row(r, i));
   return out;
@@ -441,7 +442,8 @@ auto store::changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<j
   const auto r = db_->exec(
       "SELECT e.seq, e.job_id, jobs.task, jobs.input, jobs.timeout_ms, jobs.notify_url, e.state, "
       "jobs.result, jobs.error, e.attempts, jobs.created_ms, e.started_ms, e.finished_ms, "
-      "e.notification, jobs.priority, e.owner FROM job_events e JOIN jobs ON jobs.id = e.job_id "
+      "e.notification, jobs.priority, e.owner, jobs.retry_of FROM job_events e JOIN jobs ON "
+      "jobs.id = e.job_id "
       "WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
       {seq, limit});
   std::vector<job_change> out;

@@ -128,9 +128,9 @@ class store {
   void set_notification(std::int64_t id, notification_state state);
 
   auto get(std::int64_t id) -> std::optional<job>;
-  /// Newest first; `state` filters, `before_id` pages (0: from the newest).
-  auto list(std::optional<job_state> state, std::int64_t limit, std::int64_t before_id)
-      -> std::vector<job>;
+  /// Newest first; `state` and `task` (empty: any) filter, `before_id` pages (0: from the newest).
+  auto list(std::optional<job_state> state, const std::string& task, std::int64_t limit,
+            std::int64_t before_id) -> std::vector<job>;
   /// The changes after change `seq`, in sequence order, each with the job as it was then; at
   /// most `limit`.
   auto changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<job_change>;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <procpool/progress.hpp>
 #include <random>
 #include <thread>
 
@@ -27,6 +28,7 @@ auto task_registry::global() -> task_registry& {
 
 void task_registry::add(task_definition task) {
   if (find(task.name) != nullptr) throw std::logic_error("task registered twice: " + task.name);
+  if (task.fields.empty()) task.fields = describe_fields(task.check);
   tasks_.push_back(std::move(task));
 }
 
@@ -50,10 +52,34 @@ auto field_error(std::string_view key, const std::string& what) -> bad_task_inpu
   return bad_task_input("input." + std::string(key) + ": " + what);
 }
 
+// Set while describe_fields runs a parse: the field helpers record what they are asked for.
+thread_local std::vector<field_description>* recording = nullptr;
+
+void record(std::string_view key, const char* type, json::value min, json::value max,
+            json::value fallback) {
+  if (recording != nullptr) {
+    recording->push_back(
+        {std::string(key), type, std::move(min), std::move(max), std::move(fallback)});
+  }
+}
+
 }  // namespace
+
+auto describe_fields(void (*check)(const json::object&)) -> std::vector<field_description> {
+  std::vector<field_description> fields;
+  recording = &fields;
+  try {
+    check(json::object{});
+  } catch (const std::exception&) {
+    // A required field with no default stops the parse: what was recorded up to it stands.
+  }
+  recording = nullptr;
+  return fields;
+}
 
 auto integer_field(const json::object& input, std::string_view key, std::int64_t min,
                    std::int64_t max, std::int64_t fallback) -> std::int64_t {
+  record(key, "integer", min, max, fallback);
   const json::value* v = input.if_contains(key);
   if (v == nullptr) return fallback;
   std::int64_t n = 0;
@@ -72,6 +98,7 @@ auto integer_field(const json::object& input, std::string_view key, std::int64_t
 
 auto number_field(const json::object& input, std::string_view key, double min, double max,
                   double fallback) -> double {
+  record(key, "number", min, max, fallback);
   const json::value* v = input.if_contains(key);
   if (v == nullptr) return fallback;
   if (!v->is_number()) throw field_error(key, "must be a number");
@@ -85,6 +112,7 @@ auto number_field(const json::object& input, std::string_view key, double min, d
 
 auto string_field(const json::object& input, std::string_view key, std::size_t max_size,
                   std::string_view fallback) -> std::string {
+  record(key, "string", nullptr, max_size, json::string(fallback));
   const json::value* v = input.if_contains(key);
   if (v == nullptr) return std::string(fallback);
   if (!v->is_string()) throw field_error(key, "must be a string");
@@ -111,6 +139,7 @@ auto count_primes(const count_primes_input& in) -> json::value {
   std::vector<bool> composite(n, false);
   std::int64_t count = 0;
   for (std::size_t i = 2; i < n; ++i) {
+    if (i % 65536 == 0) procpool::report_progress(i, n);
     if (composite[i]) continue;
     ++count;
     for (std::size_t j = i * i; j < n; j += i) composite[j] = true;
@@ -136,6 +165,8 @@ auto mandelbrot(const mandelbrot_input& in) -> json::value {
   std::int64_t inside = 0, iterations = 0;
   const double step = in.scale / static_cast<double>(in.width);
   for (std::int64_t y = 0; y < in.height; ++y) {
+    procpool::report_progress(static_cast<std::uint64_t>(y), static_cast<std::uint64_t>(in.height),
+                              "rows");
     for (std::int64_t x = 0; x < in.width; ++x) {
       const std::complex<double> c(in.center_x + (static_cast<double>(x) - in.width / 2.0) * step,
                                    in.center_y + (static_cast<double>(y) - in.height / 2.0) * step);
@@ -167,6 +198,10 @@ auto sha256_chain(const sha256_chain_input& in) -> json::value {
   unsigned int size = 0;
   EVP_Digest(in.data.data(), in.data.size(), digest, &size, EVP_sha256(), nullptr);
   for (std::int64_t r = 1; r < in.rounds; ++r) {
+    if (r % 4096 == 0) {
+      procpool::report_progress(static_cast<std::uint64_t>(r),
+                                static_cast<std::uint64_t>(in.rounds), "rounds");
+    }
     EVP_Digest(digest, size, digest, &size, EVP_sha256(), nullptr);
   }
   std::string hex;
@@ -190,8 +225,11 @@ struct sort_input {
 auto sort_numbers(const sort_input& in) -> json::value {
   std::mt19937_64 random(static_cast<std::uint64_t>(in.seed));
   std::vector<std::uint64_t> v(static_cast<std::size_t>(in.count));
+  procpool::report_progress(0, 3, "generating");
   for (auto& x : v) x = random();
+  procpool::report_progress(1, 3, "sorting");
   std::sort(v.begin(), v.end());
+  procpool::report_progress(2, 3, "checksum");
   std::uint64_t checksum = 0;
   for (std::size_t i = 0; i < v.size(); ++i) checksum = checksum * 31 + (v[i] >> 32);
   return {{"count", in.count},
@@ -210,7 +248,17 @@ struct sleep_input {
 
 /// Waits `ms` milliseconds: stands in for a task whose duration you choose.
 auto sleep_for(const sleep_input& in) -> json::value {
-  std::this_thread::sleep_for(std::chrono::milliseconds(in.ms));
+  // In slices, reporting the time slept so far (a stand-in for work that reports progress).
+  const auto start = std::chrono::steady_clock::now();
+  const auto end = start + std::chrono::milliseconds(in.ms);
+  for (auto now = start; now < end; now = std::chrono::steady_clock::now()) {
+    procpool::report_progress(
+        static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count()),
+        static_cast<std::uint64_t>(in.ms), "ms");
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(end - now, std::chrono::milliseconds(50)));
+  }
   return {{"slept_ms", in.ms}};
 }
 

@@ -19,6 +19,13 @@ class bad_task_input : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+/// One field of a task's input, as GET /tasks describes it (recorded from the task's own parse).
+struct field_description {
+  std::string name;
+  std::string type;                               ///< "integer", "number" or "string"
+  boost::json::value minimum, maximum, fallback;  ///< null when not applicable
+};
+
 /// What a task registers: its name, a one-line summary for the API's error messages and docs, a
 /// check run in the service process before a job is accepted, and the run itself (in a worker).
 struct task_definition {
@@ -26,6 +33,9 @@ struct task_definition {
   std::string summary;
   void (*check)(const boost::json::object& input);
   auto(*run)(const boost::json::object& input) -> boost::json::value;
+  /// Its input's fields: what integer_field / number_field / string_field saw while `check`
+  /// parsed an empty input (each field with its default). Filled in by task_registry::add.
+  std::vector<field_description> fields = {};
 };
 
 /// The tasks this service runs. Register every task before procpool::init() (workers are forked
@@ -64,6 +74,9 @@ class task_registry {
   };
   std::vector<task_definition> tasks_;
 };
+
+/// Runs `check` on an empty input and returns the fields the field helpers were asked for.
+auto describe_fields(void (*check)(const boost::json::object&)) -> std::vector<field_description>;
 
 /// Adds the built-in tasks: count_primes, mandelbrot, sha256_chain, sort, sleep, and the fault
 /// demonstrators crash, hang, oom and throw.

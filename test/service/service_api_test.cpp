@@ -2,6 +2,8 @@
 // HTTP client over loopback.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "service_harness.hpp"
 
 using namespace service_test;
@@ -353,6 +355,135 @@ TEST(ServiceApi, MetricsHealthAndTasksDescribeTheService) {
   EXPECT_EQ(str(h.json().at("status")), "ok");
   const reply t = svc.get("/tasks");
   EXPECT_EQ(t.json().at("tasks").as_array().size(), 10u);
+}
+
+TEST(ServiceApi, TasksDescribeTheirInputFieldsFromTheirOwnParse) {
+  service_process svc(fresh_db("task-fields"));
+  const json::array tasks = svc.get("/tasks").json().at("tasks").as_array();
+  auto find = [&](std::string_view name) -> const json::object& {
+    for (const auto& t : tasks) {
+      if (t.at("name").as_string() == name) return t.as_object();
+    }
+    throw std::runtime_error("no task " + std::string(name));
+  };
+  const json::array& n = find("count_primes").at("fields").as_array();
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(str(n[0].at("name")), "n");
+  EXPECT_EQ(str(n[0].at("type")), "integer");
+  EXPECT_EQ(n[0].at("minimum").as_int64(), 0);
+  EXPECT_EQ(n[0].at("maximum").as_int64(), 400'000'000);
+  EXPECT_EQ(n[0].at("default").as_int64(), 1'000'000);
+  const json::array& sha = find("sha256_chain").at("fields").as_array();
+  ASSERT_EQ(sha.size(), 2u);
+  EXPECT_EQ(str(sha[0].at("type")), "string");
+  EXPECT_EQ(str(sha[0].at("default")), "procpool");
+  EXPECT_EQ(find("mandelbrot").at("fields").as_array().size(), 6u);
+  EXPECT_TRUE(find("hang").at("fields").as_array().empty());
+  EXPECT_EQ(find("collatz").at("fields").as_array().size(), 1u);  // the program's own task
+}
+
+TEST(ServiceApi, ARunningJobShowsItsLatestProgressOnGetAndOnEvents) {
+  service_process svc(fresh_db("progress"), {"--workers", "1"});
+  event_reader events(svc.port());
+  const auto id = svc.submit(R"({"task": "sleep", "input": {"ms": 1500}})");
+  // Progress events name the job and advance; they are not state changes.
+  const auto progress = events.wait_for_others([&](const std::vector<json::object>& all) {
+    return std::count_if(all.begin(), all.end(), [&](const json::object& e) {
+             return e.at("event") == "progress" && e.at("id").as_int64() == id &&
+                    e.at("done").as_int64() > 0;
+           }) >= 2;
+  });
+  const reply running = svc.get("/jobs/" + std::to_string(id));
+  ASSERT_EQ(str(running.json().at("state")), "running") << running.body;
+  const json::object p = running.json().at("progress").as_object();
+  EXPECT_EQ(p.at("total").as_int64(), 1500);
+  EXPECT_EQ(str(p.at("message")), "ms");
+  EXPECT_FALSE(p.at("updated_at").is_null());
+  // In the list as well.
+  const json::value listed = svc.get("/jobs?state=running").json().at("jobs").as_array().at(0);
+  EXPECT_TRUE(listed.as_object().contains("progress"));
+
+  const json::value done = svc.wait_for(id);
+  EXPECT_EQ(str(done.at("state")), "succeeded");
+  EXPECT_FALSE(done.as_object().contains("progress"));
+  // Throttled: the task reports every 50 ms (about 30 reports); at most one event per 250 ms
+  // goes out (about 6), with slack for a slow machine — far fewer than the reports, in order.
+  std::int64_t last = -1;
+  int count = 0;
+  for (const auto& e : events.wait_for_others([](const auto&) { return true; })) {
+    if (e.at("event") != "progress" || e.at("id").as_int64() != id) continue;
+    EXPECT_GT(e.at("done").as_int64(), last);
+    last = e.at("done").as_int64();
+    ++count;
+  }
+  EXPECT_LE(count, 15);
+  // The job's state changes all arrived, in order, beside the progress events.
+  const auto changes = events.wait_until([id](const std::vector<json::object>& all) {
+    return !all.empty() && all.back().at("id").as_int64() == id &&
+           all.back().at("state").as_string() == "succeeded";
+  });
+  ASSERT_EQ(changes.size(), 3u);  // queued, running, succeeded
+  EXPECT_EQ(str(changes[1].at("state")), "running");
+}
+
+TEST(ServiceApi, RetryMakesANewJobLinkedToAFailedTimedOutOrCancelledOne) {
+  service_process svc(fresh_db("retry"), {"--workers", "1"});
+  const auto slow = svc.submit(R"({"task": "hang", "timeout_ms": 100})");
+  EXPECT_EQ(str(svc.wait_for(slow).at("state")), "timed_out");
+  const reply r = call(svc.port(), http::verb::post, "/jobs/" + std::to_string(slow) + "/retry");
+  ASSERT_EQ(r.status, 202u) << r.body;
+  EXPECT_EQ(r.json().at("retry_of").as_int64(), slow);
+  const auto again = r.json().at("id").as_int64();
+  EXPECT_NE(again, slow);
+  const json::value retried = svc.wait_for(again);
+  EXPECT_EQ(str(retried.at("task")), "hang");
+  EXPECT_EQ(retried.at("timeout_ms").as_int64(), 100);
+  EXPECT_EQ(retried.at("retry_of").as_int64(), slow);
+  EXPECT_EQ(str(retried.at("state")), "timed_out");
+  EXPECT_TRUE(svc.get("/jobs/" + std::to_string(slow)).json().at("retry_of").is_null());
+
+  const auto ok = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  svc.wait_for(ok);
+  const reply refused =
+      call(svc.port(), http::verb::post, "/jobs/" + std::to_string(ok) + "/retry");
+  EXPECT_EQ(refused.status, 409u);
+  EXPECT_NE(refused.body.find("succeeded"), std::string::npos) << refused.body;
+  EXPECT_EQ(call(svc.port(), http::verb::post, "/jobs/999999/retry").status, 404u);
+  EXPECT_EQ(svc.get("/jobs/" + std::to_string(slow) + "/retry").status, 405u);
+  EXPECT_EQ(call(svc.port(), http::verb::post, "/jobs/x/retry").status, 400u);
+}
+
+TEST(ServiceApi, ListsFilterByTaskAndStatsCountJobsByState) {
+  service_process svc(fresh_db("by-task"), {"--workers", "2"});
+  const auto a = svc.submit(R"({"task": "count_primes", "input": {"n": 10}})");
+  const auto b = svc.submit(R"({"task": "throw"})");
+  svc.wait_for(a);
+  svc.wait_for(b);
+  const json::array primes = svc.get("/jobs?task=count_primes").json().at("jobs").as_array();
+  ASSERT_EQ(primes.size(), 1u);
+  EXPECT_EQ(primes[0].at("id").as_int64(), a);
+  EXPECT_TRUE(svc.get("/jobs?task=throw&state=succeeded").json().at("jobs").as_array().empty());
+  EXPECT_EQ(svc.get("/jobs?task=throw&state=failed").json().at("jobs").as_array().size(), 1u);
+  const json::object stats = svc.get("/stats").json().as_object();
+  EXPECT_EQ(stats.at("jobs").at("succeeded").as_int64(), 1);
+  EXPECT_EQ(stats.at("jobs").at("failed").as_int64(), 1);
+  EXPECT_EQ(stats.at("pool").at("workers").as_int64(), 2);
+  EXPECT_EQ(stats.at("pool").at("completed").as_int64(), 1);
+}
+
+TEST(ServiceApi, TheDashboardIsServedFromTheBinary) {
+  service_process svc(fresh_db("dashboard"));
+  const reply page = svc.get("/");
+  ASSERT_EQ(page.status, 200u);
+  EXPECT_NE(page.headers.at("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(page.body.find("/dashboard/app.js"), std::string::npos);
+  const reply script = svc.get("/dashboard/app.js");
+  EXPECT_EQ(script.status, 200u);
+  EXPECT_NE(script.headers.at("Content-Type").find("javascript"), std::string::npos);
+  EXPECT_EQ(svc.get("/dashboard/missing.js").status, 404u);
+  EXPECT_EQ(svc.get("/dashboard/..%2Fmain.cpp").status, 404u);
+  EXPECT_EQ(svc.get("/dashboard/.hidden").status, 404u);
+  EXPECT_EQ(call(svc.port(), http::verb::post, "/").status, 405u);
 }
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)

@@ -374,6 +374,17 @@ class event_reader {
     return events_;
   }
 
+  /// Waits until `pred(others)` holds for the events that are not state changes (each with its
+  /// kind in "event": "progress" or "stats"); returns them.
+  template <class Pred>
+  auto wait_for_others(Pred pred) -> std::vector<json::object> {
+    std::unique_lock lock(mutex_);
+    if (!cv_.wait_for(lock, hang_guard, [&] { return pred(others_); })) {
+      throw std::runtime_error("the awaited events did not arrive");
+    }
+    return others_;
+  }
+
  private:
   void read() {
     boost::system::error_code ec;
@@ -390,7 +401,14 @@ class event_reader {
       // The event's id (the change's sequence number) rides along as "seq".
       if (block.starts_with("id: ")) event["seq"] = std::stoll(block.substr(4));
       std::lock_guard lock(mutex_);
-      events_.push_back(std::move(event));
+      // State changes (event: job) apart from the rest (progress, stats), each kept in order.
+      if (block.find("event: job\n") != std::string::npos) {
+        events_.push_back(std::move(event));
+      } else {
+        const auto kind = block.find("event: ");
+        event["event"] = block.substr(kind + 7, block.find('\n', kind) - kind - 7);
+        others_.push_back(std::move(event));
+      }
       cv_.notify_all();
     }
   }
@@ -400,6 +418,7 @@ class event_reader {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<json::object> events_;
+  std::vector<json::object> others_;
   std::thread thread_;
 };
 
