@@ -34,7 +34,13 @@ class completion_batch {
   /// shutdowns (a shutdown completes after the outcomes of the tasks it waited for). Call with no
   /// lock held.
   void run() && {
-    for (auto& [to, p] : progress_) to->deliver(std::move(p));
+    for (auto& [to, p] : progress_) {
+      try {
+        to->deliver(std::move(p));
+      } catch (...) {
+        // Out of memory posting it: a progress report may be lost, the outcomes below may not.
+      }
+    }
     for (auto& t : tasks_) std::move(t.done)(std::move(t.ep), std::move(t.result));
     for (auto& [done, ep] : rooms_) std::move(done)(std::move(ep));
     for (auto& done : shutdowns_) std::move(done)();

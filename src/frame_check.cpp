@@ -7,7 +7,8 @@ namespace procpool::detail {
 
 auto check_header(const frame_header& h, const channel_state& s) -> std::string {
   if (h.magic != frame_magic) return "sent a frame with a bad magic number";
-  if (h.size > s.max_message_bytes) {
+  // A progress frame has its own, fixed bound (below), whatever max_message_bytes is.
+  if (h.kind != frame_kind::progress && h.size > s.max_message_bytes) {
     return "sent a frame of " + std::to_string(h.size) +
            " bytes, more than pool_options::max_message_bytes";
   }

@@ -297,6 +297,10 @@ TEST(ProgressFrames, OnlyForTheRunningTaskAndBounded) {
   EXPECT_NE(detail::check_header(h, running), "");
   h = detail::make_frame_header(detail::frame_kind::progress, 7, 40, 1);
   EXPECT_NE(detail::check_header(h, running), "");
+  // Its own bound, whatever max_message_bytes is: a small limit does not make progress illegal.
+  const detail::channel_state small_limit{true, 7, 512, false};
+  h = detail::make_frame_header(detail::frame_kind::progress, 7, detail::max_progress_payload);
+  EXPECT_EQ(detail::check_header(h, small_limit), "");
 }
 
 TEST(ProgressFrames, APayloadWithTrailingBytesIsRefused) {

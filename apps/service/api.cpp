@@ -126,7 +126,7 @@ auto api::route(const request& req) -> asio::awaitable<response> {
     co_return co_await stats();
   }
   if (path == "/" || path == "/index.html" || path.starts_with("/dashboard/")) {
-    if (method != http::verb::get && method != http::verb::head) co_return not_allowed("GET, HEAD");
+    if (method != http::verb::get) co_return not_allowed("GET");
     co_return static_file(path.starts_with("/dashboard/") ? path.substr(11) : "index.html");
   }
   co_return error_response(404,

@@ -251,15 +251,15 @@ auto store::rescue(const std::string& me, std::int64_t dead_after_ms, std::int64
                     now_sql(dialect()) + " - $2)",
                 {std::string_view(me), dead_after_ms})
           .affected;
-  const auto orphans =
-      db_->exec(std::string("SELECT ") + job_columns +
-                    ", cancel_requested FROM jobs WHERE state = 'running' AND (owner IS NULL OR "
-                    "owner NOT IN (SELECT id FROM instances)) ORDER BY id",
-                {});
+  // cancel_requested first, so that adding a job column cannot shift it.
+  const auto orphans = db_->exec(std::string("SELECT cancel_requested, ") + job_columns +
+                                     " FROM jobs WHERE state = 'running' AND (owner IS NULL OR "
+                                     "owner NOT IN (SELECT id FROM instances)) ORDER BY id",
+                                 {});
   for (std::size_t i = 0; i < orphans.size(); ++i) {
-    const job j = job_from_row(orphans, i);
+    const job j = job_from_row(orphans, i, 1);
     std::optional<job_change> c;
-    if (orphans.integer(i, 15) != 0) {
+    if (orphans.integer(i, 0) != 0) {
       // Its cancel was asked for while it ran: it ends cancelled rather than running again.
       c = finish(j, job_state::cancelled, "",
                  R"({"type":"cancelled","message":"cancelled by a DELETE request; the instance )"
@@ -425,12 +425,20 @@ auto store::get(std::int64_t id) -> std::optional<job> {
 auto store::list(std::optional<job_state> state, const std::string& task, std::int64_t limit,
                  std::int64_t before_id) -> std::vector<job> {
   const std::int64_t before = before_id > 0 ? before_id : INT64_MAX;
-  // '' matches every state or task: one statement for the four combinations.
-  const std::string_view state_name = state ? to_string(*state) : std::string_view("");
-  const auto r = db_->exec(std::string("SELECT ") + job_columns +
-                               " FROM jobs WHERE id < $1 AND ($2 = '' OR state = $2) AND "
-                               "($3 = '' OR task = $3) ORDER BY id DESC LIMIT $4",
-                           {before, state_name, std::string_view(task), limit});
+  // Only the filters given, so that a state filter can use the (state, id) index.
+  std::string sql = std::string("SELECT ") + job_columns + " FROM jobs WHERE id < $1";
+  std::vector<sql_param> params{before};
+  if (state) {
+    params.emplace_back(to_string(*state));
+    sql += " AND state = $" + std::to_string(params.size());
+  }
+  if (!task.empty()) {
+    params.emplace_back(std::string_view(task));
+    sql += " AND task = $" + std::to_string(params.size());
+  }
+  params.emplace_back(limit);
+  sql += " ORDER BY id DESC LIMIT $" + std::to_string(params.size());
+  const auto r = db_->exec(sql, params);
   std::vector<job> out;
   for (std::size_t i = 0; i < r.size(); ++i) out.push_back(job_from_row(r, i));
   return out;

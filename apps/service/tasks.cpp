@@ -67,13 +67,15 @@ void record(std::string_view key, const char* type, json::value min, json::value
 
 auto describe_fields(void (*check)(const json::object&)) -> std::vector<field_description> {
   std::vector<field_description> fields;
+  struct stop_recording {
+    ~stop_recording() { recording = nullptr; }
+  } guard;
   recording = &fields;
   try {
     check(json::object{});
-  } catch (const std::exception&) {
+  } catch (...) {
     // A required field with no default stops the parse: what was recorded up to it stands.
   }
-  recording = nullptr;
   return fields;
 }
 

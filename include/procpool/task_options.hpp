@@ -26,12 +26,13 @@ struct task_options {
   /// completion handler: the completion is posted once the last call has returned. Reports are
   /// coalesced twice: in the worker (at most one every 5 ms) and here (a report that arrives while
   /// a call is pending replaces the one not yet shown), so a slow callback sees fewer, newer
-  /// reports rather than a backlog. A report that was read before the outcome but not yet shown
-  /// when the outcome arrived is dropped. Empty (the default): reports are checked and dropped,
-  /// and a task that never reports costs nothing extra. Not called for retried attempts' earlier
-  /// reports any differently: a retried task reports again from its start. An exception thrown by
-  /// the callback propagates out of the executor's run(), like any handler's; the task still
-  /// completes, and the callback is not called again.
+  /// reports rather than a backlog. The task's last report normally arrives before its result;
+  /// on a multi-threaded io_context a report read just before the outcome may be handed on by
+  /// another thread after it, and is then dropped rather than shown late, so do not rely on
+  /// seeing done == total. Empty (the default): reports are checked and dropped, and a task that
+  /// never reports costs nothing extra. A task retried after a crash reports again from its
+  /// start. An exception thrown by the callback propagates out of the executor's run(), like any
+  /// handler's; the task still completes, and the callback is not called again.
   ///
   /// With `map`, the callback gets the items done (chunks as they finish) of all items.
   std::function<void(const progress&)> on_progress = nullptr;

@@ -76,6 +76,26 @@ TEST(ServiceLifespan, AJobInterruptedMaxAttemptsTimesFailsAsInterrupted) {
   EXPECT_EQ(str(job.at("error").at("type")), "interrupted");
 }
 
+TEST(ServiceLifespan, ARetryInterruptedByAKill9RunsAgainAfterTheRestart) {
+  // A retry (retry_of set) left running by a killed service is queued again, like any job — not
+  // taken for one whose cancel was requested.
+  const std::string db = fresh_db("retry-restart");
+  service_process svc(db, {"--workers", "1"});
+  // Long enough that the retry is still running when the service is killed.
+  const auto first = svc.submit(R"({"task": "hang", "timeout_ms": 3000})");
+  EXPECT_EQ(str(svc.wait_for(first).at("state")), "timed_out");
+  const reply r = call(svc.port(), http::verb::post, "/jobs/" + std::to_string(first) + "/retry");
+  ASSERT_EQ(r.status, 202u) << r.body;
+  const auto retry = r.json().at("id").as_int64();
+  svc.wait_for(retry, "running");
+  EXPECT_EQ(svc.stop(SIGKILL), 128 + SIGKILL);
+  svc.restart();
+  const json::object again = svc.wait_for(retry);
+  EXPECT_EQ(again.at("retry_of").as_int64(), first);
+  EXPECT_EQ(str(again.at("error").at("type")), "timeout");  // ran again, and timed out again
+  EXPECT_EQ(again.at("attempts").as_int64(), 2);
+}
+
 TEST(ServiceWebhooks, AFailedWebhookIsRetriedWithTheSameIdempotencyKey) {
   webhook_receiver receiver(/*fail_first=*/2);
   service_process svc(fresh_db("webhook"), {"--webhook-backoff-ms", "10"});

@@ -116,7 +116,10 @@ struct map_state : std::enable_shared_from_this<map_state<R, Handler>> {
     if (--remaining != 0) return;
     lock.unlock();
     if (progress_out) {
-      progress_out->finish([self = this->shared_from_this()] { self->complete(); });
+      // Taken out of the state: the mailbox's held completion owns the state, not the reverse.
+      std::exchange(progress_out, nullptr)->finish([self = this->shared_from_this()] {
+        self->complete();
+      });
     } else {
       complete();
     }
