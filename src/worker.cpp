@@ -175,8 +175,20 @@ void write_frame(int fd, frame_kind kind, std::uint64_t task_id, const byte_buff
 void arm_cpu_limit(std::uint64_t seconds) {
   rusage used{};
   ::getrusage(RUSAGE_SELF, &used);
-  const auto so_far = static_cast<rlim_t>(used.ru_utime.tv_sec + used.ru_stime.tv_sec);
-  const rlimit limit{so_far + seconds, so_far + seconds + 1};
+  // In whole seconds, rounded up: the task gets at least its limit (RLIMIT_CPU counts seconds).
+  const auto used_us = (used.ru_utime.tv_sec + used.ru_stime.tv_sec) * 1'000'000L +
+                       used.ru_utime.tv_usec + used.ru_stime.tv_usec;
+  const auto so_far = static_cast<rlim_t>((used_us + 999'999) / 1'000'000);
+  // The hard limit (SIGKILL a second after SIGXCPU, for a task that ignores it) only as root: an
+  // unprivileged process may lower its hard limit but never raise it again, so the next task's
+  // limit could not be set. Unprivileged, SIGXCPU (fatal by default) is the limit.
+  rlimit limit{so_far + seconds, RLIM_INFINITY};
+  if (::geteuid() == 0) {
+    limit.rlim_max = so_far + seconds + 1;
+  } else {
+    ::getrlimit(RLIMIT_CPU, &limit);
+    limit.rlim_cur = std::min<rlim_t>(so_far + seconds, limit.rlim_max);
+  }
   ::setrlimit(RLIMIT_CPU, &limit);
 }
 
