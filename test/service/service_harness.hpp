@@ -367,25 +367,26 @@ class event_reader {
   /// Waits until `pred(events)` holds; returns the events.
   template <class Pred>
   auto wait_until(Pred pred) -> std::vector<json::object> {
-    std::unique_lock lock(mutex_);
-    if (!cv_.wait_for(lock, hang_guard, [&] { return pred(events_); })) {
-      throw std::runtime_error("the awaited events did not arrive");
-    }
-    return events_;
+    return wait_on(events_, pred);
   }
 
   /// Waits until `pred(others)` holds for the events that are not state changes (each with its
   /// kind in "event": "progress" or "stats"); returns them.
   template <class Pred>
   auto wait_for_others(Pred pred) -> std::vector<json::object> {
-    std::unique_lock lock(mutex_);
-    if (!cv_.wait_for(lock, hang_guard, [&] { return pred(others_); })) {
-      throw std::runtime_error("the awaited events did not arrive");
-    }
-    return others_;
+    return wait_on(others_, pred);
   }
 
  private:
+  template <class Pred>
+  auto wait_on(const std::vector<json::object>& list, Pred& pred) -> std::vector<json::object> {
+    std::unique_lock lock(mutex_);
+    if (!cv_.wait_for(lock, hang_guard, [&] { return pred(list); })) {
+      throw std::runtime_error("the awaited events did not arrive");
+    }
+    return list;
+  }
+
   void read() {
     boost::system::error_code ec;
     for (;;) {
