@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/container/small_vector.hpp>
+#include <cstdint>
 #include <exception>
 #include <utility>
 #include <vector>
@@ -22,8 +23,8 @@ class completion_batch {
   void add(room_completion done, std::exception_ptr ep) {
     if (done) rooms_.emplace_back(std::move(done), std::move(ep));
   }
-  void add(const std::shared_ptr<progress_listener>& to, progress p) {
-    progress_.emplace_back(to, std::move(p));
+  void add(const std::shared_ptr<progress_listener>& to, progress p, std::uint64_t sequence) {
+    progress_.push_back({to, std::move(p), sequence});
   }
   void add(shutdown_completion done) {
     if (done) shutdowns_.push_back(std::move(done));
@@ -34,9 +35,9 @@ class completion_batch {
   /// shutdowns (a shutdown completes after the outcomes of the tasks it waited for). Call with no
   /// lock held.
   void run() && {
-    for (auto& [to, p] : progress_) {
+    for (auto& [to, p, sequence] : progress_) {
       try {
-        to->deliver(std::move(p));
+        to->deliver(std::move(p), sequence);
       } catch (...) {
         // Out of memory posting it: a progress report may be lost, the outcomes below may not.
       }
@@ -56,7 +57,12 @@ class completion_batch {
   boost::container::small_vector<task_outcome, 2> tasks_;
   std::vector<std::pair<room_completion, std::exception_ptr>> rooms_;
   std::vector<shutdown_completion> shutdowns_;
-  std::vector<std::pair<std::shared_ptr<progress_listener>, progress>> progress_;
+  struct progress_report {
+    std::shared_ptr<progress_listener> to;
+    progress report;
+    std::uint64_t sequence;
+  };
+  std::vector<progress_report> progress_;
 };
 
 }  // namespace procpool::detail

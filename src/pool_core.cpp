@@ -313,6 +313,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   void finish(task& t, std::exception_ptr ep, byte_buffer result = {}) PROCPOOL_REQUIRES(mutex_) {
     if (t.deadline) t.deadline->cancel();
+    if (t.request.progress) t.request.progress->set_reports_received(t.progress_reports);
     completions_.add(std::move(t.done), std::move(ep), std::move(result));
   }
 
@@ -887,8 +888,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       violation(w, std::move(wrong));
       return false;
     }
-    const auto& t = *w.current;
-    if (t.request.progress && !t.ending) completions_.add(t.request.progress, std::move(p));
+    auto& t = *w.current;
+    if (t.request.progress && !t.ending)
+      completions_.add(t.request.progress, std::move(p), ++t.progress_reports);
     return true;
   }
 

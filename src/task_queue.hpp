@@ -31,6 +31,7 @@ struct task {
   unsigned attempts = 0;                                // times it was written to a worker
   std::unique_ptr<boost::asio::steady_timer> deadline;  // the task timeout, while it runs
   std::string name;  // the function's readable name, computed on first use (errors only)
+  std::uint64_t progress_reports = 0;  // received so far: orders their delivery (progress_listener)
   // How it ends, once the pool has decided (cancelled, timed out, pool closed) and waits for its
   // worker's death to deliver it. While set, nothing the worker still sends changes the outcome.
   std::exception_ptr ending;

@@ -18,6 +18,7 @@
 
 #include "frame_check.hpp"
 #include "procpool/detail/codec.hpp"
+#include "procpool/detail/progress_mailbox.hpp"
 #include "procpool/process_pool.hpp"
 #include "support/pool_fixture.hpp"
 
@@ -164,6 +165,47 @@ TEST(ProgressOnManyThreads, NoCallbackRunsAfterItsTasksCompletionHandler) {
   }
   work.reset();
   for (auto& t : threads) t.join();
+}
+
+// Two threads each read a report and hand it on after releasing the pool's lock, so the older
+// one can arrive last; it must not replace the newer one (seen in CI as a last report of 6 of 8).
+TEST(ProgressMailbox, AnOlderReportHandedOnLateDoesNotReplaceANewerOne) {
+  asio::io_context io;
+  std::vector<std::uint64_t> seen;
+  auto mailbox = std::make_shared<detail::progress_mailbox<asio::io_context::executor_type>>(
+      io.get_executor(), [&](const progress& p) { seen.push_back(p.done); });
+  mailbox->deliver(progress{8, 8, {}}, 2);
+  mailbox->deliver(progress{7, 8, {}}, 1);
+  bool completed = false;
+  mailbox->finish([&] { completed = true; });
+  mailbox->deliver(progress{9, 9, {}}, 3);  // after the outcome: stale, dropped
+  io.run();
+  EXPECT_EQ(seen, std::vector<std::uint64_t>{8});
+  EXPECT_TRUE(completed);
+}
+
+// The outcome read on one thread can be handed on before the reports another thread read just
+// ahead of it: the completion waits for them, and they are shown (seen in CI as a last report of
+// 6 of 8 on a 4-thread io_context).
+TEST(ProgressMailbox, TheOutcomeWaitsForReportsReceivedBeforeItButHandedOnAfter) {
+  asio::io_context io;
+  std::vector<std::uint64_t> seen;
+  bool completed = false;
+  auto mailbox = std::make_shared<detail::progress_mailbox<asio::io_context::executor_type>>(
+      io.get_executor(), [&](const progress& p) {
+        EXPECT_FALSE(completed);
+        seen.push_back(p.done);
+      });
+  mailbox->set_reports_received(2);
+  mailbox->finish([&] { completed = true; });
+  io.run();
+  EXPECT_FALSE(completed);
+  mailbox->deliver(progress{8, 8, {}}, 2);
+  mailbox->deliver(progress{7, 8, {}}, 1);
+  io.restart();
+  io.run();
+  EXPECT_EQ(seen, std::vector<std::uint64_t>{8});
+  EXPECT_TRUE(completed);
 }
 
 TEST_F(Progress, ACrashAfterAReportDeliversTheReportThenTheCrash) {

@@ -98,7 +98,7 @@ struct map_state : std::enable_shared_from_this<map_state<R, Handler>> {
     if (!ep && progress_out) {
       done_items += parts[i].size();
       // Under the lock: chunks finishing on two threads hand their counts on in order.
-      progress_out->deliver(progress{done_items, total_items, {}});
+      progress_out->deliver(progress{done_items, total_items, {}}, ++progress_sequence);
     }
     if (ep && i < first_failed) {
       const bool first = !error;
@@ -149,6 +149,7 @@ struct map_state : std::enable_shared_from_this<map_state<R, Handler>> {
   std::shared_ptr<mailbox> progress_out;  // null unless task_options::on_progress was given
   std::uint64_t done_items = 0;
   std::uint64_t total_items = 0;
+  std::uint64_t progress_sequence = 0;  // under mutex
 };
 
 }  // namespace procpool::detail
