@@ -23,5 +23,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libgtest-dev libgmock-dev libbenchmark-dev \
   libsqlite3-dev libboost-json1.81-dev libssl-dev \
   postgresql-15 libpq-dev \
-  zlib1g-dev clang-format clang libclang-rt-14-dev \
+  zlib1g-dev clang-format clang libclang-rt-14-dev libseccomp-dev \
   chromium chromium-driver python3-selenium fonts-dejavu-core >/dev/null
