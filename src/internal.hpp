@@ -27,7 +27,18 @@ struct worker_setup {
   std::uint64_t initializer = 0;         // void(*)() to run first; 0: none
   std::uint64_t memory_max_bytes = 0;    // its own memory cgroup's limit; 0: none
   std::uint64_t heap_retain_bytes = 0;   // freed memory malloc keeps; 0: glibc's default
+  std::uint32_t sandbox_layers = 0;      // sandbox_layer bits; 0: no sandbox
+  std::uint32_t sandbox_uid = 0, sandbox_gid = 0;
+  std::uint32_t reserved = 0;
 };
+
+/// The worker_setup::sandbox_layers bits (procpool::sandbox's layers).
+inline constexpr std::uint32_t sandbox_no_new_privileges = 1;
+inline constexpr std::uint32_t sandbox_system_call_filter = 2;
+inline constexpr std::uint32_t sandbox_fail_forbidden_calls = 4;  // EPERM instead of a kill
+inline constexpr std::uint32_t sandbox_no_network = 8;
+inline constexpr std::uint32_t sandbox_drop_privileges = 16;
+inline constexpr std::uint32_t sandbox_enabled = 1U << 31;
 
 /// Runs once in the fork server: takes the first-use costs of the worker's code paths (lazy symbol
 /// binding, function-local statics, the build id) there, so that each forked worker shares the

@@ -14,6 +14,16 @@ worker_supervisor::worker_supervisor(const pool_options& options, std::size_t ta
   setup_.heap_retain_bytes = options.worker_heap_retain_bytes;
   setup_.cpu_seconds = static_cast<std::uint64_t>(options.cpu_time_limit.count());
   setup_.initializer = reinterpret_cast<std::uintptr_t>(options.initializer);
+  if (const auto& s = options.sandbox) {
+    setup_.sandbox_layers =
+        sandbox_enabled | (s->no_new_privileges ? sandbox_no_new_privileges : 0) |
+        (s->system_call_filter ? sandbox_system_call_filter : 0) |
+        (s->on_violation == sandbox::violation::fail_call ? sandbox_fail_forbidden_calls : 0) |
+        (s->no_network ? sandbox_no_network : 0) |
+        (s->drop_privileges ? sandbox_drop_privileges : 0);
+    setup_.sandbox_uid = s->uid;
+    setup_.sandbox_gid = s->gid;
+  }
 }
 
 auto worker_supervisor::take_slot() -> std::size_t {

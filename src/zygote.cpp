@@ -28,6 +28,7 @@
 #include "internal.hpp"
 #include "memory_cgroup.hpp"
 #include "procpool/error.hpp"
+#include "sandbox_layers.hpp"
 #include "socket_message.hpp"
 
 namespace procpool::detail {
@@ -213,6 +214,33 @@ struct server {
     });
   }
 
+  // The sandbox's layers, in the order that works: the namespace while it may still be created,
+  // then the uid (which clears the parent-death signal, so it is set again), then
+  // no-new-privileges, and the filter last: nothing after it may need more than it allows.
+  auto enter_sandbox(const worker_setup& setup) -> std::string {
+    const std::uint32_t layers = setup.sandbox_layers;
+    if ((layers & sandbox_no_network) != 0) {
+      if (auto why = unshare_network(); !why.empty()) return why;
+    }
+    if ((layers & sandbox_drop_privileges) != 0) {
+      if (auto why = drop_privileges(setup.sandbox_uid, setup.sandbox_gid); !why.empty()) {
+        return why;
+      }
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != self) ::_exit(1);
+    }
+    if ((layers & sandbox_no_new_privileges) != 0) {
+      if (auto why = set_no_new_privs(); !why.empty()) return why;
+    }
+    if ((layers & sandbox_system_call_filter) != 0) {
+      const auto action = (layers & sandbox_fail_forbidden_calls) != 0
+                              ? seccomp_violation::fail_call
+                              : seccomp_violation::kill_process;
+      if (auto why = load_compute_filter(action, false); !why.empty()) return why;
+    }
+    return {};
+  }
+
   [[noreturn]] void become_worker(const std::array<int, 3>& fds, const worker_setup& setup) {
     sigset_t none;
     sigemptyset(&none);
@@ -241,6 +269,13 @@ struct server {
     if (setup.memory_limit_bytes != 0) {
       const rlimit limit{setup.memory_limit_bytes, setup.memory_limit_bytes};
       ::setrlimit(RLIMIT_AS, &limit);
+    }
+    if (setup.sandbox_layers != 0) {
+      if (auto why = enter_sandbox(setup); !why.empty()) {
+        const std::string line = "procpool: cannot apply pool_options::sandbox: " + why + "\n";
+        (void)!::write(2, line.data(), line.size());
+        ::_exit(1);
+      }
     }
     run_worker(3, setup);
   }

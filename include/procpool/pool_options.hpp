@@ -3,8 +3,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 
 #include "procpool/output.hpp"
+#include "procpool/sandbox.hpp"
 
 namespace procpool {
 
@@ -116,6 +118,11 @@ struct pool_options {
   /// Whether those lines include stdout too (interleaved in the order the pool read them). Off by
   /// default: stdout is often a task's data or progress, stderr its account of what went wrong.
   bool crash_output_includes_stdout = false;
+
+  /// Confines the workers (see procpool/sandbox.hpp): `.sandbox =
+  /// procpool::sandbox::compute_only()`. Empty (the default): workers have every right the program
+  /// has.
+  std::optional<procpool::sandbox> sandbox = std::nullopt;
 };
 
 /// How procpool::process_pool::async_shutdown stops the pool.
