@@ -38,6 +38,7 @@ inline constexpr std::uint32_t sandbox_system_call_filter = 2;
 inline constexpr std::uint32_t sandbox_fail_forbidden_calls = 4;  // EPERM instead of a kill
 inline constexpr std::uint32_t sandbox_no_network = 8;
 inline constexpr std::uint32_t sandbox_drop_privileges = 16;
+inline constexpr std::uint32_t sandbox_clear_environment = 32;
 inline constexpr std::uint32_t sandbox_enabled = 1U << 31;
 
 /// Runs once in the fork server: takes the first-use costs of the worker's code paths (lazy symbol

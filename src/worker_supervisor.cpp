@@ -20,7 +20,8 @@ worker_supervisor::worker_supervisor(const pool_options& options, std::size_t ta
         (s->system_call_filter ? sandbox_system_call_filter : 0) |
         (s->on_violation == sandbox::violation::fail_call ? sandbox_fail_forbidden_calls : 0) |
         (s->no_network ? sandbox_no_network : 0) |
-        (s->drop_privileges ? sandbox_drop_privileges : 0);
+        (s->drop_privileges ? sandbox_drop_privileges : 0) |
+        (s->clear_environment ? sandbox_clear_environment : 0);
     setup_.sandbox_uid = s->uid;
     setup_.sandbox_gid = s->gid;
   }

@@ -219,6 +219,15 @@ struct server {
   // no-new-privileges, and the filter last: nothing after it may need more than it allows.
   auto enter_sandbox(const worker_setup& setup) -> std::string {
     const std::uint32_t layers = setup.sandbox_layers;
+    if ((layers & sandbox_clear_environment) != 0) {
+      for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+        std::memset(*e, 0, std::strlen(*e));
+      }
+      ::clearenv();
+      const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (null < 0 || ::dup2(null, 0) < 0) return std::string("stdin: ") + std::strerror(errno);
+      ::close(null);
+    }
     if ((layers & sandbox_no_network) != 0) {
       if (auto why = unshare_network(); !why.empty()) return why;
     }

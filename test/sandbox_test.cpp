@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -95,6 +96,25 @@ auto burn_cpu(int ms) -> int {
   return ms;
 }
 
+// The descriptors the worker holds among 0..1023 (one above 3 that is the same pipe as its
+// stdout or stderr counts as 1 or 2: the worker keeps copies to see whether they hold unread
+// output), and whether it has any environment.
+auto descriptors_and_environment(int) -> std::vector<long> {
+  auto same_file = [](int a, int b) {
+    struct stat sa {
+    }, sb{};
+    return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+  };
+  std::vector<long> out;
+  for (int fd = 0; fd < 1024; ++fd) {
+    if (::fcntl(fd, F_GETFD) == -1) continue;
+    out.push_back(fd > 3 && same_file(fd, 1) ? 1 : fd > 3 && same_file(fd, 2) ? 2 : fd);
+  }
+  out.push_back(environ == nullptr || environ[0] == nullptr ? -1 : -2);
+  return out;
+}
+
 auto square(int x) -> int {
   return x * x;
 }
@@ -159,6 +179,15 @@ TEST_F(Sandbox, WorkersRunAsTheUnprivilegedUserWithNoNewPrivileges) {
   process_pool pool{io_.get_executor(), {.workers = 1, .sandbox = s}};
   EXPECT_EQ(get(pool.async_submit(identity, 0, asio::use_future)),
             (std::vector<long>{65534, 65534, 1}));
+}
+
+TEST_F(Sandbox, AWorkerHoldsOnlyItsOwnDescriptorsAndNoEnvironment) {
+  ASSERT_NE(std::getenv("PATH"), nullptr);  // the test program has an environment to leak
+  process_pool pool{io_.get_executor(), {.workers = 1, .sandbox = sandbox::compute_only()}};
+  // stdin (/dev/null), stdout, stderr, the channel, the copies of stdout and stderr; -1: no
+  // environment.
+  EXPECT_EQ(get(pool.async_submit(descriptors_and_environment, 0, asio::use_future)),
+            (std::vector<long>{0, 1, 2, 3, 1, 2, -1}));
 }
 
 TEST_F(Sandbox, TheCpuTimeLimitIsRearmedForEachTaskAfterTheUidIsDropped) {

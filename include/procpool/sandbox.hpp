@@ -43,6 +43,12 @@ struct sandbox {
   std::uint32_t uid = 65534;
   std::uint32_t gid = 65534;
 
+  /// No environment variables (the strings inherited from the program are overwritten, not only
+  /// unlinked, so they are not left in the worker's memory), and standard input is /dev/null.
+  /// Every descriptor but the worker's own (stdin, stdout, stderr, its channel) is closed in any
+  /// case.
+  bool clear_environment = true;
+
   /// Every layer: the preset for tasks that compute on bytes they are given.
   static auto compute_only() -> sandbox { return {}; }
 };
