@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include "internal.hpp"
+#include "sandbox_layers.hpp"
 
 namespace procpool::detail {
 
@@ -16,6 +17,11 @@ auto diagnose_exit(const exit_facts& f) -> exit_diagnosis {
   if (d.signal == SIGXCPU && f.cpu_time_limit.count() > 0 && d.reason.empty()) {
     d.reason = "exceeded pool_options::cpu_time_limit of " +
                std::to_string(f.cpu_time_limit.count()) + " s of CPU time";
+  }
+  if (d.signal == SIGSYS && d.reason.empty()) {
+    const std::string call = forbidden_call_in(f.stderr_tail);
+    d.reason = "stopped by pool_options::sandbox's system call filter (seccomp)";
+    if (!call.empty()) d.reason += ": it called " + call + ", which the sandbox forbids";
   }
   // Only when our kill is what ended it; a worker that was dying anyway reports its own cause.
   if (d.signal == SIGKILL && f.hung_up_alive && d.reason.empty()) {

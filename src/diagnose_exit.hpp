@@ -16,6 +16,7 @@ struct exit_facts {
   bool hung_up_alive = false;        // its channel ended while the process still ran
   std::chrono::seconds cpu_time_limit{0};  // pool_options::cpu_time_limit
   std::uint64_t memory_max_bytes = 0;      // pool_options::memory_max_bytes
+  std::string stderr_tail;                 // its last stderr lines (names a filtered call)
 };
 
 struct exit_diagnosis {

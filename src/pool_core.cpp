@@ -1090,8 +1090,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
     w.output.collect(label_of(w), pending_output_);
     release_descriptors(w);
     supervisor_.free_slot(w.slot);
-    const exit_diagnosis why = diagnose_exit({status, memory, w.kill_reason, w.hung_up_alive,
-                                              options_.cpu_time_limit, options_.memory_max_bytes});
+    const exit_diagnosis why =
+        diagnose_exit({status, memory, w.kill_reason, w.hung_up_alive, options_.cpu_time_limit,
+                       options_.memory_max_bytes, w.output.tail()});
     const pid_t pid = w.process.pid();
     // Tasks sent ahead never started: they run on other workers, in their order, ahead of
     // everything queued, and that does not count as a retry; one the caller cancelled meanwhile

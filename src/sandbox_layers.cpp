@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 
@@ -64,7 +65,52 @@ constexpr std::initializer_list<int> read_only_file_calls = {
     SCMP_SYS(readlinkat), SCMP_SYS(faccessat), SCMP_SYS(faccessat2), SCMP_SYS(access),
     SCMP_SYS(fadvise64),  SCMP_SYS(getcwd)};
 
+// The line a worker writes to stderr as the filter stops it; the pool names the call from it.
+constexpr char trap_line_prefix[] = "procpool: seccomp refused system call ";
+
+// SIGSYS from the filter (SECCOMP_RET_TRAP): the call was not made. Says which one on stderr,
+// then dies by SIGSYS, as a kill would have (SA_RESETHAND made the action the default again, and
+// SA_NODEFER lets the signal through at once). Only async-signal-safe calls, all allowed by the
+// filter: write to stderr, getpid, gettid, tgkill to itself. A task cannot replace this handler
+// (rt_sigaction on SIGSYS is refused); one that rewrote its code would only skip the dying: the
+// call itself is never made either way.
+void on_forbidden_call(int, siginfo_t* info, void*) {
+  char line[sizeof trap_line_prefix + 16];
+  std::memcpy(line, trap_line_prefix, sizeof trap_line_prefix - 1);
+  std::size_t n = sizeof trap_line_prefix - 1;
+  char digits[12];
+  std::size_t d = 0;
+  auto call = static_cast<unsigned>(info->si_syscall);
+  do {
+    digits[d++] = static_cast<char>('0' + call % 10);
+    call /= 10;
+  } while (call != 0 && d < sizeof digits);
+  while (d > 0) line[n++] = digits[--d];
+  line[n++] = '\n';
+  (void)!::write(2, line, n);
+  ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), SIGSYS);
+}
+
 }  // namespace
+
+auto forbidden_call_in(std::string_view stderr_tail) -> std::string {
+  const auto at = stderr_tail.rfind(trap_line_prefix);
+  if (at == std::string_view::npos) return {};
+  std::string_view rest = stderr_tail.substr(at + sizeof trap_line_prefix - 1);
+  int number = 0;
+  std::size_t digits = 0;
+  // Whatever a worker wrote is only text: at most four digits are read as a number.
+  while (digits < rest.size() && digits < 4 && rest[digits] >= '0' && rest[digits] <= '9') {
+    number = number * 10 + (rest[digits] - '0');
+    ++digits;
+  }
+  if (digits == 0) return {};
+  char* name = ::seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, number);
+  std::string named = name != nullptr ? std::string(name) + " (" + std::to_string(number) + ")"
+                                      : "number " + std::to_string(number);
+  std::free(name);
+  return named;
+}
 
 auto set_no_new_privs() -> std::string {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return failed("PR_SET_NO_NEW_PRIVS", errno);
@@ -72,16 +118,23 @@ auto set_no_new_privs() -> std::string {
 }
 
 auto load_compute_filter(seccomp_violation on_violation, bool read_only_open) -> std::string {
-  const std::uint32_t deny = on_violation == seccomp_violation::kill_process
-                                 ? SCMP_ACT_KILL_PROCESS
-                                 : SCMP_ACT_ERRNO(EPERM);
-  scmp_filter_ctx ctx = ::seccomp_init(deny);
+  const bool kill = on_violation == seccomp_violation::kill_process;
+  if (kill) {
+    struct sigaction trap {};
+    trap.sa_sigaction = on_forbidden_call;
+    trap.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESETHAND;
+    if (::sigaction(SIGSYS, &trap, nullptr) != 0) return failed("sigaction(SIGSYS)", errno);
+  }
+  scmp_filter_ctx ctx = ::seccomp_init(kill ? SCMP_ACT_TRAP : SCMP_ACT_ERRNO(EPERM));
   if (ctx == nullptr) return "seccomp_init: failed";
   struct release {
     scmp_filter_ctx c;
     ~release() { ::seccomp_release(c); }
   } guard{ctx};
-  int rc = 0;
+  // Every thread of the worker, not only this one: one started by a sanitizer's runtime, or any
+  // other, would otherwise run unfiltered (and glibc's setuid, which changes every thread's ids,
+  // would find them disagreeing and abort).
+  int rc = ::seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
   auto add = [&](std::uint32_t action, int call, unsigned count,
                  const scmp_arg_cmp* args = nullptr) {
     if (rc == 0) rc = ::seccomp_rule_add_array(ctx, action, call, count, args);

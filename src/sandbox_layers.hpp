@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace procpool::detail {
@@ -17,7 +18,7 @@ auto set_no_new_privs() -> std::string;
 
 /// What a system call outside the allowlist does.
 enum class seccomp_violation {
-  kill_process,  ///< the worker dies by SIGSYS at once
+  kill_process,  ///< the call is not made; the worker says which on stderr and dies by SIGSYS
   fail_call,     ///< the call fails with EPERM and the task goes on
 };
 
@@ -26,7 +27,13 @@ enum class seccomp_violation {
 /// open, exec, fork, ptrace, process_vm_*, kill of another process, namespace or mount call.
 /// With `read_only_open`, openat (and stat-like calls) with read-only flags are allowed too, for
 /// a filesystem view that Landlock then narrows. Loaded last: nothing after it may need more.
+/// In kill_process mode a SIGSYS handler is installed first: it writes
+/// "procpool: seccomp refused system call <number>" to stderr before dying.
 auto load_compute_filter(seccomp_violation on_violation, bool read_only_open) -> std::string;
+
+/// The system call a worker killed by the filter named on stderr ("socket (41)"), resolved in the
+/// pool's process; empty if `stderr_tail` has no such line.
+auto forbidden_call_in(std::string_view stderr_tail) -> std::string;
 
 /// A new, empty network namespace (only a loopback interface, down): no connection to anything.
 /// As root directly; otherwise through a new user namespace that maps the current uid and gid.

@@ -54,6 +54,21 @@ TEST(DiagnoseExit, SigxcpuIsTheCpuLimitOnlyWhenOneIsSet) {
   EXPECT_TRUE(diagnose_exit(facts(killed_by(SIGXCPU))).reason.empty());
 }
 
+TEST(DiagnoseExit, SigsysIsTheSandboxAndNamesTheCallTheWorkerReported) {
+  const auto named = diagnose_exit(facts(killed_by(SIGSYS), [](exit_facts& f) {
+    f.stderr_tail = "earlier line\nprocpool: seccomp refused system call 41\n";
+  }));
+  EXPECT_NE(named.reason.find("seccomp"), std::string::npos) << named.reason;
+  EXPECT_NE(named.reason.find("socket (41)"), std::string::npos) << named.reason;
+  // Whatever else a worker wrote is text, not a number to trust: no name, the cause still.
+  for (const char* tail : {"", "procpool: seccomp refused system call x\n",
+                           "procpool: seccomp refused system call 99999999999999999999\n"}) {
+    const auto d =
+        diagnose_exit(facts(killed_by(SIGSYS), [&](exit_facts& f) { f.stderr_tail = tail; }));
+    EXPECT_NE(d.reason.find("seccomp"), std::string::npos) << tail;
+  }
+}
+
 TEST(DiagnoseExit, AHangUpIsTheCauseOnlyWhenOurSigkillEndedIt) {
   EXPECT_EQ(diagnose_exit(facts(killed_by(SIGKILL), [](exit_facts& f) { f.hung_up_alive = true; }))
                 .reason,
