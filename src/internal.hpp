@@ -29,8 +29,13 @@ struct worker_setup {
   std::uint64_t heap_retain_bytes = 0;   // freed memory malloc keeps; 0: glibc's default
   std::uint32_t sandbox_layers = 0;      // sandbox_layer bits; 0: no sandbox
   std::uint32_t sandbox_uid = 0, sandbox_gid = 0;
-  std::uint32_t reserved = 0;
+  // Bytes of readable paths (each NUL-terminated) that follow the setup in its message: the
+  // sandbox's Landlock view; 0: none.
+  std::uint32_t readable_paths_bytes = 0;
 };
+
+/// The most bytes of readable paths a spawn request carries (procpool::sandbox::readable_paths).
+inline constexpr std::size_t max_readable_paths_bytes = 16 * 1024;
 
 /// The worker_setup::sandbox_layers bits (procpool::sandbox's layers).
 inline constexpr std::uint32_t sandbox_no_new_privileges = 1;
@@ -39,6 +44,7 @@ inline constexpr std::uint32_t sandbox_fail_forbidden_calls = 4;  // EPERM inste
 inline constexpr std::uint32_t sandbox_no_network = 8;
 inline constexpr std::uint32_t sandbox_drop_privileges = 16;
 inline constexpr std::uint32_t sandbox_clear_environment = 32;
+inline constexpr std::uint32_t sandbox_allow_weaker_filesystem = 64;  // no Landlock: go on
 inline constexpr std::uint32_t sandbox_enabled = 1U << 31;
 
 /// Runs once in the fork server: takes the first-use costs of the worker's code paths (lazy symbol

@@ -700,7 +700,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
       return;
     }
     const std::uint64_t spawn_id =
-        zygote_.spawn(supervisor_.setup(),
+        zygote_.spawn(supervisor_.setup(), supervisor_.readable_paths(),
                       {fds->worker_channel.get(), fds->worker_out.get(), fds->worker_err.get()});
     if (spawn_id == 0) {
       lose_zygote(std::string("procpool: the fork server is gone: ") + std::strerror(errno));

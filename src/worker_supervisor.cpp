@@ -1,6 +1,11 @@
 #include "worker_supervisor.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "sandbox_layers.hpp"
 
 namespace procpool::detail {
 
@@ -21,9 +26,33 @@ worker_supervisor::worker_supervisor(const pool_options& options, std::size_t ta
         (s->on_violation == sandbox::violation::fail_call ? sandbox_fail_forbidden_calls : 0) |
         (s->no_network ? sandbox_no_network : 0) |
         (s->drop_privileges ? sandbox_drop_privileges : 0) |
-        (s->clear_environment ? sandbox_clear_environment : 0);
+        (s->clear_environment ? sandbox_clear_environment : 0) |
+        (s->allow_weaker_filesystem_view ? sandbox_allow_weaker_filesystem : 0);
     setup_.sandbox_uid = s->uid;
     setup_.sandbox_gid = s->gid;
+    for (const auto& path : s->readable_paths) {
+      if (path.empty() || path.find('\0') != std::string::npos) {
+        throw std::invalid_argument(
+            "procpool: pool_options::sandbox: a readable path is empty or holds a NUL byte");
+      }
+      readable_paths_ += path;
+      readable_paths_ += '\0';
+    }
+    if (readable_paths_.size() > max_readable_paths_bytes) {
+      throw std::invalid_argument("procpool: pool_options::sandbox: the readable paths take " +
+                                  std::to_string(readable_paths_.size()) + " bytes, more than " +
+                                  std::to_string(max_readable_paths_bytes));
+    }
+    // Refused here, in the caller's thread, rather than by every worker's start.
+    if (!s->readable_paths.empty() && landlock_abi() == 0 && !s->allow_weaker_filesystem_view) {
+      throw std::system_error(
+          std::make_error_code(std::errc::function_not_supported),
+          "procpool: pool_options::sandbox::readable_paths needs Landlock, which this kernel "
+          "does not offer (Linux 5.13 or later, with landlock in its lsm= list); set "
+          "sandbox::allow_weaker_filesystem_view to run with the system call filter's "
+          "read-only open alone (every file the worker's uid may read is then readable)");
+    }
+    setup_.readable_paths_bytes = static_cast<std::uint32_t>(readable_paths_.size());
   }
 }
 

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "internal.hpp"
@@ -34,6 +36,8 @@ class worker_supervisor {
 
   /// What each new worker applies to itself, and what its crash report keeps.
   [[nodiscard]] auto setup() const -> const worker_setup& { return setup_; }
+  /// The sandbox's readable paths, each NUL-terminated (setup().readable_paths_bytes of them).
+  [[nodiscard]] auto readable_paths() const -> std::string_view { return readable_paths_; }
   [[nodiscard]] auto tail() const -> tail_policy { return tail_; }
   /// How many workers a new pool starts.
   [[nodiscard]] auto full_strength() const -> std::size_t { return target_ + spares_; }
@@ -77,6 +81,7 @@ class worker_supervisor {
   std::size_t target_;
   std::size_t spares_;
   worker_setup setup_;
+  std::string readable_paths_;
   tail_policy tail_;
   std::vector<bool> slots_;  // which slots are taken
   unsigned consecutive_failures_ = 0;

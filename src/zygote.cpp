@@ -22,6 +22,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -98,6 +100,8 @@ struct server {
   // When to fork the next one: a moment after a spawn, so that the fork does not compete for the
   // CPUs with the worker that is starting and the task it is about to run.
   std::optional<std::chrono::steady_clock::time_point> fork_ahead_at;
+  // One spawn request or hand-off: its fixed part and the sandbox's readable paths.
+  std::vector<char> message = std::vector<char>(sizeof(zygote_request) + max_readable_paths_bytes);
 
   void send_event(int conn, const zygote_event& e, int fd = -1) {
     // A pool that has gone away simply misses the event; its workers are killed below.
@@ -109,14 +113,16 @@ struct server {
   }
 
   // fds: the worker's channel, stdout and stderr.
-  void spawn(int conn, const zygote_request& req, const std::array<int, 3>& fds) {
+  // readable_paths: the request's trailing bytes (worker_setup::readable_paths_bytes).
+  void spawn(int conn, const zygote_request& req, std::string_view readable_paths,
+             const std::array<int, 3>& fds) {
     zygote_event e{};
     e.spawn_id = req.spawn_id;
     unique_fd pidfd;
-    pid_t pid = hand_off(req.setup, fds, pidfd);
+    pid_t pid = hand_off(req.setup, readable_paths, fds, pidfd);
     if (pid == 0) {
       pid = ::fork();
-      if (pid == 0) become_worker(fds, req.setup);
+      if (pid == 0) become_worker(fds, req.setup, readable_paths);
       if (pid > 0) pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     }
     if (pid < 0) {
@@ -138,13 +144,17 @@ struct server {
 
   // Gives a spawn request to the worker forked ahead of time; its pid, or 0 when there is none (or
   // it died waiting).
-  auto hand_off(const worker_setup& setup, const std::array<int, 3>& fds, unique_fd& pidfd)
-      -> pid_t {
+  auto hand_off(const worker_setup& setup, std::string_view readable_paths,
+                const std::array<int, 3>& fds, unique_fd& pidfd) -> pid_t {
     if (ready.pid == 0) return 0;
     const pid_t pid = std::exchange(ready.pid, 0);
     const unique_fd handoff = std::move(ready.handoff);
     pidfd = std::move(ready.pidfd);
-    if (send_message(handoff.get(), &setup, sizeof setup, fds)) return pid;
+    std::memcpy(message.data(), &setup, sizeof setup);
+    std::memcpy(message.data() + sizeof setup, readable_paths.data(), readable_paths.size());
+    if (send_message(handoff.get(), message.data(), sizeof setup + readable_paths.size(), fds)) {
+      return pid;
+    }
     ::kill(pid, SIGKILL);  // reaped by report_exits, which knows it belongs to nobody
     pidfd.reset();
     return 0;
@@ -185,12 +195,16 @@ struct server {
     warm_up_worker_memory();
     worker_setup setup;
     std::array<int, 3> fds{};
-    const long n = receive_message(handoff, &setup, sizeof setup, fds, receive_mode::wait);
-    if (n != static_cast<long>(sizeof setup) ||
+    const long n =
+        receive_message(handoff, message.data(), message.size(), fds, receive_mode::wait);
+    if (n < static_cast<long>(sizeof setup) ||
         std::any_of(fds.begin(), fds.end(), [](int fd) { return fd < 0; })) {
       ::_exit(1);  // the server is gone, or dropped this child
     }
-    become_worker(fds, setup);
+    std::memcpy(&setup, message.data(), sizeof setup);
+    if (static_cast<std::size_t>(n) - sizeof setup != setup.readable_paths_bytes) ::_exit(1);
+    become_worker(fds, setup,
+                  std::string_view(message.data() + sizeof setup, setup.readable_paths_bytes));
   }
 
   // What the kernel can tell about memory as the cause of `pid`'s death; removes its cgroup.
@@ -214,10 +228,12 @@ struct server {
     });
   }
 
-  // The sandbox's layers, in the order that works: the namespace while it may still be created,
-  // then the uid (which clears the parent-death signal, so it is set again), then
-  // no-new-privileges, and the filter last: nothing after it may need more than it allows.
-  auto enter_sandbox(const worker_setup& setup) -> std::string {
+  // The sandbox's layers, in the order that works: the environment first (nothing after reads
+  // it); the network namespace while it may still be created; no-new-privs, which an
+  // unprivileged Landlock ruleset needs; Landlock while the paths may still be opened as the
+  // pool's user; the uid (which clears the parent-death signal, so it is set again); then the
+  // system call filter, last, as nothing after it may need more.
+  auto enter_sandbox(const worker_setup& setup, std::string_view readable_paths) -> std::string {
     const std::uint32_t layers = setup.sandbox_layers;
     if ((layers & sandbox_clear_environment) != 0) {
       for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
@@ -231,26 +247,44 @@ struct server {
     if ((layers & sandbox_no_network) != 0) {
       if (auto why = unshare_network(); !why.empty()) return why;
     }
+    if ((layers & sandbox_no_new_privileges) != 0) {
+      if (auto why = set_no_new_privs(); !why.empty()) return why;
+    }
+    // Another process of the same uid (a sibling worker) may not ptrace it or read its memory
+    // through /proc, even where the filter is off; it also writes no core dump.
+    ::prctl(PR_SET_DUMPABLE, 0);
+    if (!readable_paths.empty()) {
+      std::vector<std::string> paths;
+      for (std::size_t at = 0; at < readable_paths.size();) {
+        const std::size_t end = readable_paths.find('\0', at);
+        paths.emplace_back(readable_paths.substr(at, end - at));
+        at = end + 1;
+      }
+      if (landlock_abi() > 0 || (layers & sandbox_allow_weaker_filesystem) == 0) {
+        if (auto why = restrict_filesystem(paths); !why.empty()) return why;
+      }
+    }
     if ((layers & sandbox_drop_privileges) != 0) {
       if (auto why = drop_privileges(setup.sandbox_uid, setup.sandbox_gid); !why.empty()) {
         return why;
       }
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != self) ::_exit(1);
-    }
-    if ((layers & sandbox_no_new_privileges) != 0) {
-      if (auto why = set_no_new_privs(); !why.empty()) return why;
+      ::prctl(PR_SET_DUMPABLE, 0);  // a uid change makes it dumpable again
     }
     if ((layers & sandbox_system_call_filter) != 0) {
       const auto action = (layers & sandbox_fail_forbidden_calls) != 0
                               ? seccomp_violation::fail_call
                               : seccomp_violation::kill_process;
-      if (auto why = load_compute_filter(action, false); !why.empty()) return why;
+      if (auto why = load_compute_filter(action, !readable_paths.empty()); !why.empty()) {
+        return why;
+      }
     }
     return {};
   }
 
-  [[noreturn]] void become_worker(const std::array<int, 3>& fds, const worker_setup& setup) {
+  [[noreturn]] void become_worker(const std::array<int, 3>& fds, const worker_setup& setup,
+                                  std::string_view readable_paths) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -280,7 +314,7 @@ struct server {
       ::setrlimit(RLIMIT_AS, &limit);
     }
     if (setup.sandbox_layers != 0) {
-      if (auto why = enter_sandbox(setup); !why.empty()) {
+      if (auto why = enter_sandbox(setup, readable_paths); !why.empty()) {
         const std::string line = "procpool: cannot apply pool_options::sandbox: " + why + "\n";
         (void)!::write(2, line.data(), line.size());
         ::_exit(1);
@@ -387,11 +421,15 @@ struct server {
         const int conn = fds[i].fd;
         zygote_request req;
         std::array<int, 3> passed{};
-        const long n = receive_message(conn, &req, sizeof req, passed);
+        const long n = receive_message(conn, message.data(), message.size(), passed);
         const bool complete =
             std::all_of(passed.begin(), passed.end(), [](int fd) { return fd >= 0; });
-        if (n == static_cast<long>(sizeof req) && req.kind == 1 && complete) {
-          spawn(conn, req, passed);
+        if (n >= static_cast<long>(sizeof req)) std::memcpy(&req, message.data(), sizeof req);
+        if (n >= static_cast<long>(sizeof req) && req.kind == 1 && complete &&
+            static_cast<std::size_t>(n) - sizeof req == req.setup.readable_paths_bytes) {
+          // Copied out: spawn reuses the buffer to hand the request on.
+          const std::string paths(message.data() + sizeof req, req.setup.readable_paths_bytes);
+          spawn(conn, req, paths, passed);
           continue;
         }
         for (int fd : passed) {

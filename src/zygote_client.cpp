@@ -5,18 +5,28 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstring>
 #include <span>
+#include <string>
 
 #include "socket_message.hpp"
 
 namespace procpool::detail {
 
-auto zygote_client::spawn(const worker_setup& setup, const std::array<int, 3>& fds)
-    -> std::uint64_t {
+auto zygote_client::spawn(const worker_setup& setup, std::string_view readable_paths,
+                          const std::array<int, 3>& fds) -> std::uint64_t {
   zygote_request req;
   req.spawn_id = next_spawn_id_;
   req.setup = setup;
-  if (!send_message(connection_.native_handle(), &req, sizeof req, fds)) return 0;
+  if (readable_paths.empty()) {
+    if (!send_message(connection_.native_handle(), &req, sizeof req, fds)) return 0;
+  } else {
+    // One message, so that the fork server reads a request whole or not at all.
+    std::string message(sizeof req + readable_paths.size(), '\0');
+    std::memcpy(message.data(), &req, sizeof req);
+    std::memcpy(message.data() + sizeof req, readable_paths.data(), readable_paths.size());
+    if (!send_message(connection_.native_handle(), message.data(), message.size(), fds)) return 0;
+  }
   return next_spawn_id_++;
 }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
+#include <string_view>
 #include <vector>
 
 #include "internal.hpp"
@@ -33,7 +34,9 @@ class zygote_client {
   /// Asks for a worker. `fds` (its channel, stdout and stderr) are duplicated into the request;
   /// the caller closes its copies. Returns the new worker's spawn id, or 0 when the fork server is
   /// gone (errno set).
-  auto spawn(const worker_setup& setup, const std::array<int, 3>& fds) -> std::uint64_t;
+  /// `readable_paths`: setup.readable_paths_bytes bytes sent after the setup.
+  auto spawn(const worker_setup& setup, std::string_view readable_paths,
+             const std::array<int, 3>& fds) -> std::uint64_t;
 
   /// Appends every event queued now to `events`; false once the fork server has gone (end of
   /// stream or an error other than "nothing queued").

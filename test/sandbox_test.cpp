@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -12,8 +13,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -115,6 +121,82 @@ auto descriptors_and_environment(int) -> std::vector<long> {
   return out;
 }
 
+// Each forbidden call, alone, in a task of a pool whose filter kills: the name worker_crashed
+// must give.
+auto call_socket(int) -> long {
+  return ::socket(AF_INET, SOCK_STREAM, 0);
+}
+auto call_open(int) -> long {
+  return ::open("/etc/hostname", O_RDONLY);
+}
+auto call_execve(int) -> long {
+  char* const argv[] = {const_cast<char*>("/bin/sh"), nullptr};
+  return ::execve("/bin/sh", argv, nullptr);
+}
+auto call_fork(int) -> long {
+  return ::fork();
+}
+auto call_kill_parent(int) -> long {
+  return ::kill(::getppid(), SIGKILL);
+}
+auto call_ptrace_parent(int) -> long {
+  return ::ptrace(PTRACE_ATTACH, ::getppid(), nullptr, nullptr);
+}
+auto call_process_vm_readv(int) -> long {
+  char buf[8];
+  iovec local{buf, sizeof buf}, remote{buf, sizeof buf};
+  return ::process_vm_readv(::getppid(), &local, 1, &remote, 1, 0);
+}
+auto call_setuid(int) -> long {
+  return ::setuid(0);
+}
+auto call_unshare(int) -> long {
+  return ::unshare(CLONE_NEWUSER);
+}
+
+struct forbidden_call {
+  long (*task)(int);
+  const char* name;  // as libseccomp names it
+};
+
+// Reports its pid (as progress), then waits to be cancelled.
+auto report_pid_and_wait(int) -> int {
+  report_progress(static_cast<std::uint64_t>(::getpid()), 0);
+  for (;;) ::usleep(100'000);
+}
+
+// From one worker against another: one bit per attempt that did not fail with EPERM; -1 if it
+// ran on the target itself.
+auto attack_sibling(long target) -> long {
+  if (target == ::getpid()) return -1;
+  long wrong = 0;
+  if (error_of(::kill(static_cast<pid_t>(target), SIGKILL)) != EPERM) wrong |= 1;
+  if (error_of(::ptrace(PTRACE_ATTACH, static_cast<pid_t>(target), nullptr, nullptr)) != EPERM)
+    wrong |= 2;
+  char buf[8];
+  iovec local{buf, sizeof buf}, remote{buf, sizeof buf};
+  if (error_of(::process_vm_readv(static_cast<pid_t>(target), &local, 1, &remote, 1, 0)) != EPERM)
+    wrong |= 4;
+  return wrong;
+}
+
+// In a read-only files sandbox: what reading and writing inside and outside `dir` gives. The
+// errno of each attempt, 0 when it succeeded.
+auto file_attempts(std::string dir) -> std::vector<long> {
+  std::vector<long> out;
+  const int readable = ::open((dir + "/data.txt").c_str(), O_RDONLY);
+  char c = 0;
+  out.push_back(readable < 0 ? errno : (::read(readable, &c, 1) == 1 && c == 'd' ? 0 : -1));
+  if (readable >= 0) ::close(readable);
+  out.push_back(error_of(::open((dir + "/data.txt").c_str(), O_WRONLY)));
+  out.push_back(error_of(::open((dir + "/new.txt").c_str(), O_WRONLY | O_CREAT, 0600)));
+  out.push_back(error_of(::open("/etc/hostname", O_RDONLY)));
+  out.push_back(error_of(::open("/tmp/procpool-sandbox-outside", O_WRONLY | O_CREAT, 0600)));
+  out.push_back(error_of(::unlink((dir + "/data.txt").c_str())));
+  out.push_back(error_of(::truncate((dir + "/data.txt").c_str(), 0)));
+  return out;
+}
+
 auto square(int x) -> int {
   return x * x;
 }
@@ -203,6 +285,101 @@ TEST_F(Sandbox, TheCpuTimeLimitIsRearmedForEachTaskAfterTheUidIsDropped) {
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(get(pool.async_submit(burn_cpu, 600, asio::use_future)), 600);
   EXPECT_THROW(get(pool.async_submit(burn_cpu, 5000, asio::use_future)), worker_crashed);
+}
+
+TEST_F(Sandbox, EachForbiddenCallKillsItsWorkerAndTheErrorNamesIt) {
+  process_pool pool{io_.get_executor(), {.workers = 1, .sandbox = sandbox::compute_only()}};
+  const forbidden_call calls[] = {{call_socket, "socket"},
+                                  {call_open, "openat"},
+                                  {call_execve, "execve"},
+                                  {call_fork, "clone"},
+                                  {call_kill_parent, "kill"},
+                                  {call_ptrace_parent, "ptrace"},
+                                  {call_process_vm_readv, "process_vm_readv"},
+                                  {call_setuid, "setuid"},
+                                  {call_unshare, "unshare"}};
+  for (const auto& call : calls) {
+    try {
+      get(pool.async_submit(call.task, 0, asio::use_future));
+      ADD_FAILURE() << call.name << " was allowed";
+    } catch (const worker_crashed& e) {
+      EXPECT_EQ(e.signal(), SIGSYS) << e.what();
+      const std::string what = e.what();
+      EXPECT_NE(what.find("seccomp"), std::string::npos) << what;
+      EXPECT_NE(what.find(std::string("it called ") + call.name + " ("), std::string::npos) << what;
+    }
+  }
+  EXPECT_EQ(get(pool.async_submit(square, 9, asio::use_future)), 81);
+  EXPECT_EQ(pool.stats().crashed, std::size(calls));
+}
+
+TEST_F(Sandbox, AWorkerCannotSignalTraceOrReadASiblingWorker) {
+  sandbox s = sandbox::compute_only();
+  s.on_violation = sandbox::violation::fail_call;
+  process_pool pool{io_.get_executor(), {.workers = 2, .sandbox = s}};
+  std::promise<long> sibling_pid;
+  bool told = false;
+  task_options options;
+  options.on_progress = [&](const progress& p) {
+    if (!std::exchange(told, true)) sibling_pid.set_value(static_cast<long>(p.done));
+  };
+  asio::cancellation_signal cancel;
+  auto held = pool.async_submit(options, report_pid_and_wait, 0,
+                                asio::bind_cancellation_slot(cancel.slot(), asio::use_future));
+  auto pid_future = sibling_pid.get_future();
+  ASSERT_EQ(pid_future.wait_for(hang_guard), std::future_status::ready);
+  const long target = pid_future.get();
+  // The holder's worker is busy: the attack runs on the other one.
+  EXPECT_EQ(get(pool.async_submit(attack_sibling, target, asio::use_future)), 0)
+      << "bit 0: kill, 1: ptrace, 2: process_vm_readv did not fail with EPERM";
+  EXPECT_EQ(::kill(static_cast<pid_t>(target), 0), 0);  // the sibling is alive
+  asio::post(io_, [&] { cancel.emit(asio::cancellation_type::terminal); });
+  EXPECT_THROW(get(held), cancelled);
+  EXPECT_EQ(pool.stats().crashed, 0U);
+}
+
+TEST_F(Sandbox, ReadOnlyFilesReadsBeneathItsPathsAndNothingElseAndWritesNothing) {
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) /
+                                    ("procpool-sandbox-ro-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(
+      dir, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+               std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+               std::filesystem::perms::others_exec);
+  std::ofstream(dir / "data.txt") << "data";
+  for (const auto violation : {sandbox::violation::fail_call, sandbox::violation::kill_worker}) {
+    sandbox s = sandbox::read_only_files({dir.string()});
+    s.on_violation = violation;
+    process_pool pool{io_.get_executor(), {.workers = 1, .sandbox = s}};
+    // Read inside: yes. Write, create, unlink or truncate inside: EPERM (the filter: opening for
+    // writing is not a read-only open). Read outside: EACCES (Landlock). Create outside: EPERM.
+    if (violation == sandbox::violation::fail_call) {
+      EXPECT_EQ(get(pool.async_submit(file_attempts, dir.string(), asio::use_future)),
+                (std::vector<long>{0, EPERM, EPERM, EACCES, EPERM, EPERM, EPERM}));
+    } else {
+      // Killing mode: the first write attempt ends the worker, naming the call.
+      try {
+        get(pool.async_submit(file_attempts, dir.string(), asio::use_future));
+        ADD_FAILURE() << "a write was allowed";
+      } catch (const worker_crashed& e) {
+        EXPECT_NE(std::string(e.what()).find("it called openat ("), std::string::npos) << e.what();
+      }
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "new.txt"));
+  EXPECT_FALSE(std::filesystem::exists("/tmp/procpool-sandbox-outside"));
+  std::ifstream in(dir / "data.txt");
+  std::string content;
+  in >> content;
+  EXPECT_EQ(content, "data");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SandboxOptions, AnEmptyReadablePathIsRefusedAtConstruction) {
+  asio::io_context io;
+  EXPECT_THROW(
+      (process_pool{io.get_executor(), {.workers = 1, .sandbox = sandbox::read_only_files({""})}}),
+      std::invalid_argument);
 }
 
 }  // namespace

@@ -2,13 +2,17 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace procpool {
 
 /// Confines every worker of a pool, for tasks that handle untrusted input (decoders, parsers,
 /// converters). Off unless pool_options::sandbox is set. The fork server applies the layers in
-/// each new worker before the worker greets the pool, in this order: a new network namespace,
-/// then the unprivileged uid/gid, then no-new-privileges, then the system call filter, last. So
+/// each new worker before the worker greets the pool, in this order: an empty environment, a new
+/// network namespace, no-new-privileges, the Landlock filesystem view, the unprivileged uid/gid,
+/// and the system call filter, last. So
 /// pool_options::initializer and every task run inside the sandbox; the worker's memory cgroup
 /// and address-space limit are set up before it. A layer that cannot be applied (for example no
 /// user namespaces for an unprivileged pool) fails the worker's start with the reason on its
@@ -23,6 +27,8 @@ struct sandbox {
   };
 
   /// PR_SET_NO_NEW_PRIVS: execve can never grant privileges (setuid binaries, file capabilities).
+  /// (Whatever the layers, a sandboxed worker is also made non-dumpable: another process of its
+  /// uid, such as a sibling worker, cannot ptrace it or read its memory through /proc.)
   bool no_new_privileges = true;
 
   /// A seccomp filter that allows what computation needs — memory, threads (not processes),
@@ -49,8 +55,29 @@ struct sandbox {
   /// case.
   bool clear_environment = true;
 
+  /// Files the worker may read (files, or directories and everything beneath them), through
+  /// Landlock: nothing else may be read, and nothing anywhere written, created, removed, renamed
+  /// or executed. Empty (the default): the system call filter refuses every open. With paths, the
+  /// filter allows opening for reading only (and stat-like calls), and Landlock narrows that to
+  /// these paths. Landlock's truncate right needs Linux 6.2; before it, truncate is refused by the
+  /// filter instead (and by Landlock's write rights for opening with O_TRUNC).
+  std::vector<std::string> readable_paths;
+
+  /// On a kernel without Landlock (before 5.13, or not in its lsm= list) readable_paths makes the
+  /// pool's constructor throw std::system_error (errc::function_not_supported). Set this to run
+  /// anyway with the filter's read-only open alone: every file the worker's uid may read is then
+  /// readable (writes are still refused).
+  bool allow_weaker_filesystem_view = false;
+
   /// Every layer: the preset for tasks that compute on bytes they are given.
   static auto compute_only() -> sandbox { return {}; }
+
+  /// Every layer, and reading beneath `paths` (for example a model or dictionary directory).
+  static auto read_only_files(std::vector<std::string> paths) -> sandbox {
+    sandbox s;
+    s.readable_paths = std::move(paths);
+    return s;
+  }
 };
 
 }  // namespace procpool
