@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <procpool/procpool.hpp>
 #include <stdexcept>
 #include <string>
@@ -382,11 +383,13 @@ auto w6(asio::io_context& io, std::size_t spares) -> asio::awaitable<void> {
 }
 
 // Start-up: a new pool's first result, and a crashed worker's replacement's first result.
-auto spawn(asio::io_context& io) -> asio::awaitable<void> {
+auto spawn(asio::io_context& io, std::optional<procpool::sandbox> sandbox = std::nullopt)
+    -> asio::awaitable<void> {
   std::vector<double> first_us, respawn_us;
   for (int rep = 0; rep < (quick ? 3 : 21); ++rep) {
     const auto start = clock_type::now();
-    procpool::process_pool pool{io.get_executor(), {.workers = 1, .output = [](auto&) {}}};
+    procpool::process_pool pool{io.get_executor(),
+                                {.workers = 1, .output = [](auto&) {}, .sandbox = sandbox}};
     co_await pool.submit(square, 1);
     first_us.push_back(ms_since(start) * 1000);
     try {
@@ -451,7 +454,7 @@ auto idle_cpu(asio::io_context& io) -> asio::awaitable<void> {
 
 int main(int argc, char** argv) {
   procpool::init();
-  std::string which = "w1,w1_load,w2,w2_ahead,w3,w4,w5,w6,spawn,memory,idle";
+  std::string which = "w1,w1_load,w2,w2_ahead,w3,w4,w5,w6,spawn,sandbox,memory,idle";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -496,6 +499,21 @@ int main(int argc, char** argv) {
         if (wanted("w6")) co_await w6(io, 1);
         prefix = plain;
         if (wanted("spawn")) co_await spawn(io);
+        if (wanted("sandbox")) {
+          // W1 and the start of a worker again, with sandbox::compute_only() (a network
+          // namespace, the uid drop as root, no-new-privs and the seccomp filter in each new
+          // worker), under their own names beside the rows above.
+          const std::string unsandboxed = std::exchange(prefix, prefix + "_sandbox");
+          {
+            procpool::process_pool pool{
+                io.get_executor(), {.workers = 2, .sandbox = procpool::sandbox::compute_only()}};
+            co_await warm_up(pool);
+            co_await w1(pool);
+            co_await pool.shutdown(procpool::shutdown_mode::graceful);
+          }
+          co_await spawn(io, procpool::sandbox::compute_only());
+          prefix = unsandboxed;
+        }
         if (wanted("memory")) co_await memory(io);
         if (wanted("idle")) co_await idle_cpu(io);
       },
