@@ -306,6 +306,11 @@ TEST_F(Sandbox, EachForbiddenCallKillsItsWorkerAndTheErrorNamesIt) {
       EXPECT_EQ(e.signal(), SIGSYS) << e.what();
       const std::string what = e.what();
       EXPECT_NE(what.find("seccomp"), std::string::npos) << what;
+#if defined(__SANITIZE_THREAD__)
+      // glibc's setuid makes every thread call setuid, TSan's own thread first, and TSan's
+      // runtime does not run the handler that names the call on it: only the kill is checked.
+      if (call.task == call_setuid) continue;
+#endif
       EXPECT_NE(what.find(std::string("it called ") + call.name + " ("), std::string::npos) << what;
     }
   }
