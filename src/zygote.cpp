@@ -188,10 +188,10 @@ struct server {
   // In the child forked ahead of time: holds nothing of the server's (a pool's connection held
   // here would keep the pool from seeing the server hang up), then waits to become a worker.
   [[noreturn]] void wait_for_hand_off(int handoff) {
+    ::prctl(PR_SET_NAME, "procpool-ready");
     close_all_fds_except({0, 1, 2, handoff});
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != self) ::_exit(1);
-    ::prctl(PR_SET_NAME, "procpool-ready");
     warm_up_worker_memory();
     worker_setup setup;
     std::array<int, 3> fds{};

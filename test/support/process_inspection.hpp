@@ -56,7 +56,10 @@ inline auto leftover_processes() -> std::vector<proc_entry> {
     for (const auto& p : procs) {
       if (ours.count(p.ppid) != 0 && ours.insert(p.pid).second) {
         grew = true;
-        const bool forked_ahead = p.ppid == zygote && p.name == "procpool-ready";
+        // The worker the fork server forks ahead of time, also in the moment after its fork
+        // and before it names itself.
+        const bool forked_ahead =
+            p.ppid == zygote && (p.name == "procpool-ready" || p.name == "procpool-zygote");
         if (p.pid != zygote && !forked_ahead) left.push_back(p);
       }
     }
