@@ -86,7 +86,12 @@ auto notifier::run(job j) -> asio::awaitable<void> {
       s.set_notification(id, notification_state::pending, why);
       return 0;
     };
-    co_await db_.run(std::move(note_pending));
+    try {
+      co_await db_.run(std::move(note_pending));
+    } catch (const std::exception&) {
+      // Only informative: a database outage must not end the delivery (its end is written
+      // after the last attempt, or it stays pending for the next start).
+    }
     asio::steady_timer timer(ex_, std::min(wait, options_.max_backoff));
     backoff_timers_.insert(&timer);
     boost::system::error_code ec;

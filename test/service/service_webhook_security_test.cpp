@@ -250,6 +250,17 @@ TEST(WebhookSecurity, TheServiceRefusesToStartWithASecretFileItCannotTrust) {
   }
 }
 
+TEST(WebhookSecurity, TheServiceRefusesToStartWithACaFileItCannotLoad) {
+  const auto dir = temp_dir("bad-ca");
+  write_file(dir / "ca.pem", "not a certificate\n", 0644);
+  const auto [status, output] = run_to_exit({"--webhook-ca-file", (dir / "ca.pem").string()});
+  EXPECT_EQ(status, 1) << output;
+  EXPECT_NE(output.find("--webhook-ca-file " + (dir / "ca.pem").string() +
+                        ": cannot load it as PEM certificates"),
+            std::string::npos)
+      << output;
+}
+
 // ---- https:// receivers -------------------------------------------------------------------
 
 /// A CA and receiver certificates made with the openssl command line, once per test program.
