@@ -178,7 +178,10 @@ auto http_call(asio::any_io_executor ex, const http_url& url, http::verb verb, s
   if (is_ip_literal(url.host)) {
     X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_handle), url.host.c_str());
   } else {
-    SSL_set_hostflags(ssl_handle, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    // Only subjectAltName names count, never the subject's CN (RFC 6125; browsers ignore it
+    // too): OpenSSL would otherwise accept a certificate for an IP address whose CN is the host.
+    SSL_set_hostflags(ssl_handle,
+                      X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     // SNI, for servers with several names; never for an IP address (RFC 6066).
     if (SSL_set1_host(ssl_handle, url.host.c_str()) != 1 ||
         SSL_set_tlsext_host_name(ssl_handle, url.host.c_str()) != 1) {

@@ -61,6 +61,7 @@ class receiver {
   struct request {
     std::map<std::string, std::string> headers;
     std::string body;
+    std::string server_name;  ///< the TLS client's SNI, if any
   };
 
   explicit receiver(const std::string& address, http::status status = http::status::ok,
@@ -115,15 +116,17 @@ class receiver {
       if (tls_ != nullptr) {
         ssl::stream<tcp::socket> stream(std::move(socket), *tls_);
         stream.handshake(ssl::stream_base::server, ec);
-        if (!ec) answer(stream);
+        if (ec) continue;
+        const char* sni = SSL_get_servername(stream.native_handle(), TLSEXT_NAMETYPE_host_name);
+        answer(stream, sni != nullptr ? sni : "");
       } else {
-        answer(socket);
+        answer(socket, "");
       }
     }
   }
 
   template <class Stream>
-  void answer(Stream& stream) {
+  void answer(Stream& stream, const std::string& server_name) {
     boost::system::error_code ec;
     beast::flat_buffer buffer;
     http::request<http::string_body> req;
@@ -134,6 +137,7 @@ class receiver {
       request r;
       for (const auto& h : req) r.headers[std::string(h.name_string())] = std::string(h.value());
       r.body = req.body();
+      r.server_name = server_name;
       requests_.push_back(std::move(r));
     }
     cv_.notify_all();
@@ -318,19 +322,32 @@ TEST(WebhookSecurity, AnHttpsReceiverIsReachedWhenItsCertificateVerifies) {
   const auto job = wait_for_notification(svc, id, "delivered");
   ASSERT_EQ(hook.requests().size(), 1u);
   EXPECT_EQ(json::parse(hook.requests()[0].body).at("id").as_int64(), id);
+  EXPECT_EQ(hook.requests()[0].server_name, "");  // no SNI for an IP address (RFC 6066)
   EXPECT_TRUE(job.at("notification_error").is_null());
+}
+
+TEST(WebhookSecurity, AnHttpsReceiverNamedByDnsGetsItsNameAsSniAndMustCarryIt) {
+  const auto tls = server_context(pki().good());
+  receiver hook("127.0.0.1", http::status::ok, {}, tls.get());
+  service_process svc(fresh_db("webhook-https-name"), {"--webhook-ca-file", pki().ca().string()});
+  const auto id = svc.submit(job_for("https://localhost:" + std::to_string(hook.port()) + "/hook"));
+  wait_for_notification(svc, id, "delivered");
+  ASSERT_EQ(hook.requests().size(), 1u);
+  EXPECT_EQ(hook.requests()[0].server_name, "localhost");
+  EXPECT_EQ(hook.requests()[0].headers.at("Host"), "localhost:" + std::to_string(hook.port()));
 }
 
 // A receiver whose certificate does not verify never gets the job: the delivery fails with the
 // reason, before any request is sent.
 void expect_tls_refused(const std::filesystem::path& cert, const std::vector<std::string>& flags,
-                        const std::string& why) {
+                        const std::string& why, const std::string& host = "127.0.0.1") {
   const auto tls = server_context(cert);
   receiver hook("127.0.0.1", http::status::ok, {}, tls.get());
   std::vector<std::string> all = {"--webhook-attempts", "1"};
   all.insert(all.end(), flags.begin(), flags.end());
   service_process svc(fresh_db("webhook-https-refused"), all);
-  const auto id = svc.submit(job_for("https://127.0.0.1:" + std::to_string(hook.port()) + "/hook"));
+  const auto id =
+      svc.submit(job_for("https://" + host + ":" + std::to_string(hook.port()) + "/hook"));
   const auto job = wait_for_notification(svc, id, "failed");
   EXPECT_NE(str(job.at("notification_error")).find(why), std::string::npos) << json::serialize(job);
   EXPECT_EQ(hook.connections(), 1);
@@ -350,6 +367,8 @@ TEST(WebhookSecurity, AnHttpsReceiverWithAnExpiredCertificateIsNotReached) {
 TEST(WebhookSecurity, AnHttpsReceiverWithACertificateForAnotherHostIsNotReached) {
   expect_tls_refused(pki().other_host(), {"--webhook-ca-file", pki().ca().string()},
                      "did not verify: IP address mismatch");
+  expect_tls_refused(pki().other_host(), {"--webhook-ca-file", pki().ca().string()},
+                     "the certificate of localhost did not verify: hostname mismatch", "localhost");
 }
 
 // ---- which addresses a webhook may reach (SSRF) -------------------------------------------
