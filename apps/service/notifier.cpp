@@ -70,6 +70,7 @@ auto notifier::run(job j) -> asio::awaitable<void> {
     } catch (const http_call_error& e) {
       why = e.what();
       retry = e.retry();
+      if (!retry) ++metrics_.webhook_refused;
     } catch (const boost::system::system_error& e) {
       why = e.code().message();
     }

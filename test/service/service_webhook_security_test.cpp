@@ -407,7 +407,9 @@ TEST(WebhookSecurity, LoopbackLinkLocalAndMetadataAddressesAreRefusedAtConnectTi
     EXPECT_EQ(v6->connections(), 0);
   }
   // A refusal is final at once: the policy would refuse every retry the same way.
-  EXPECT_NE(svc.get("/metrics").body.find("service_webhook_retries_total 0\n"), std::string::npos);
+  const std::string metrics = svc.get("/metrics").body;
+  EXPECT_NE(metrics.find("service_webhook_retries_total 0\n"), std::string::npos);
+  EXPECT_NE(metrics.find("service_webhooks_refused_total 8\n"), std::string::npos);
 }
 
 TEST(WebhookSecurity, AnAllowedNetworkIsReachedAndOnlyIt) {
