@@ -388,6 +388,8 @@ TEST(WebhookSecurity, LoopbackLinkLocalAndMetadataAddressesAreRefusedAtConnectTi
       // A DNS name that resolves to a loopback address: the address decides, not the name.
       {"http://localhost:" + port + "/", " is a loopback address; see --webhook-allow-network"},
       {"https://localhost:" + port + "/", " is a loopback address"},
+      // 127.0.0.1 spelled as one number: the resolver reads it as an address.
+      {"http://2130706433:" + port + "/", "refused: 127.0.0.1 is a loopback address"},
       {"http://169.254.169.254/latest/meta-data/",
        "refused: 169.254.169.254 is a cloud metadata address"},
       {"http://[::1]:" + std::to_string(v6 ? v6->port() : 9) + "/",
@@ -409,7 +411,7 @@ TEST(WebhookSecurity, LoopbackLinkLocalAndMetadataAddressesAreRefusedAtConnectTi
   // A refusal is final at once: the policy would refuse every retry the same way.
   const std::string metrics = svc.get("/metrics").body;
   EXPECT_NE(metrics.find("service_webhook_retries_total 0\n"), std::string::npos);
-  EXPECT_NE(metrics.find("service_webhooks_refused_total 8\n"), std::string::npos);
+  EXPECT_NE(metrics.find("service_webhooks_refused_total 9\n"), std::string::npos);
 }
 
 TEST(WebhookSecurity, AnAllowedNetworkIsReachedAndOnlyIt) {
