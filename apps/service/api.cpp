@@ -187,7 +187,7 @@ auto api::post_job(const request& req) -> asio::awaitable<response> {
   }
   if (const json::value* url = o.if_contains("notify_url"); url != nullptr && !url->is_null()) {
     if (!url->is_string() || !parse_http_url(url->get_string())) {
-      throw bad_request("'notify_url' must be an http:// URL with a host (plain HTTP only)");
+      throw bad_request("'notify_url' must be an http:// or https:// URL with a host");
     }
     j.notify_url = std::string(url->get_string());
   }

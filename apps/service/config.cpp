@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -7,6 +8,8 @@
 #include <stdexcept>
 #include <string_view>
 #include <vector>
+
+#include "address_policy.hpp"
 
 namespace service {
 
@@ -134,6 +137,33 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) {
          c.webhook_backoff_ms = number<std::int64_t>("webhook-backoff-ms", v, 1, 600'000);
        }},
+      {"webhook-secret-file",
+       "sign webhooks (Procpool-Signature: HMAC-SHA256) with the secret in this file, which only "
+       "its owner may read; without it webhooks are unsigned (none)",
+       [](config& c, const std::string& v) { c.webhook_secret_file = v; }},
+      {"webhook-ca-file",
+       "PEM file of CA certificates trusted for https:// notify URLs, beside the system's (none)",
+       [](config& c, const std::string& v) { c.webhook_ca_file = v; }},
+      {"webhook-allow-network",
+       "a network (CIDR, e.g. 10.1.0.0/16) webhooks may reach although it is private, loopback "
+       "or otherwise not public; repeat it or separate with commas (none)",
+       [](config& c, const std::string& v) {
+         for (std::size_t start = 0; start <= v.size();) {
+           const auto comma = std::min(v.find(',', start), v.size());
+           const std::string cidr = v.substr(start, comma - start);
+           if (!parse_ip_network(cidr)) {
+             throw std::invalid_argument(
+                 "--webhook-allow-network: expected a network such as "
+                 "10.1.0.0/16 or fd00::/8, got '" +
+                 cidr + "'");
+           }
+           c.webhook_allow_networks.push_back(cidr);
+           start = comma + 1;
+         }
+       }},
+      {"webhook-allow-private",
+       "webhooks may reach any address, also loopback, private and cloud metadata ones (off)",
+       [](config& c, const std::string&) { c.webhook_allow_private = true; }, false},
       {"dashboard-dir",
        "serve the dashboard's files from this directory instead of the copy compiled in (for "
        "working on the page)",

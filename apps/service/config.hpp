@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace service {
 
@@ -37,6 +38,10 @@ struct config {
   bool notify = true;  ///< PostgreSQL LISTEN/NOTIFY as a hint (polling stays the truth)
   int webhook_attempts = 6;
   std::int64_t webhook_backoff_ms = 200;
+  std::string webhook_secret_file;  ///< empty: webhooks are sent unsigned (said at start-up)
+  std::string webhook_ca_file;      ///< a CA to trust for https:// notify URLs, beside the system's
+  bool webhook_allow_private = false;               ///< webhooks may go to any address
+  std::vector<std::string> webhook_allow_networks;  ///< CIDRs webhooks may go to although private
   bool demo = false;
   std::string dashboard_dir;  ///< empty: the dashboard compiled in
 };

@@ -84,6 +84,8 @@ auto to_json(const job& j) -> json::value {
   if (!j.notify_url.empty()) {
     o["notify_url"] = j.notify_url;
     o["notification"] = to_string(j.notification);
+    o["notification_error"] =
+        j.notification_error.empty() ? json::value(nullptr) : json::value(j.notification_error);
   }
   return o;
 }

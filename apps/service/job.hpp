@@ -31,6 +31,8 @@ struct job {
   std::int64_t attempts = 0;  ///< times a worker started it (more than 1 after a service restart)
   std::int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
   notification_state notification = notification_state::none;
+  /// Why the last delivery attempt failed ("HTTP 503", "refused: ..."); "" once delivered.
+  std::string notification_error;
   std::int64_t priority = 0;  ///< higher runs first; equal priorities run in id order
   std::string owner;  ///< the instance that runs it (or ran it last, or ended it); "" if none
   std::int64_t retry_of = 0;  ///< the job this one retries (POST /jobs/{id}/retry); 0 if none

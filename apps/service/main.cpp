@@ -18,6 +18,7 @@
 #include <procpool/procpool.hpp>
 #include <random>
 
+#include "address_policy.hpp"
 #include "api.hpp"
 #include "change_feed.hpp"
 #include "config.hpp"
@@ -30,6 +31,7 @@
 #include "pg_listener.hpp"
 #include "retention.hpp"
 #include "tasks.hpp"
+#include "webhook_signature.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -107,6 +109,18 @@ auto serve(service::config cfg) -> int {
   } lock_guard{lock_fd};
   const std::string instance_id = make_instance_id();
   service::log_tag() = instance_id;
+  // Read here, after procpool::init(): the workers, which run untrusted input, were forked
+  // before and never hold the secret.
+  const std::string webhook_secret =
+      cfg.webhook_secret_file.empty() ? "" : service::read_webhook_secret(cfg.webhook_secret_file);
+  std::vector<service::ip_network> webhook_networks;
+  for (const auto& cidr : cfg.webhook_allow_networks) {
+    webhook_networks.push_back(service::parse_ip_network(cidr).value());
+  }
+  if (cfg.demo) {
+    // The demo's receiver is on 127.0.0.1, in this process.
+    webhook_networks.push_back(service::parse_ip_network("127.0.0.1").value());
+  }
   // The store and its thread are created after procpool::init(): workers are forked from the
   // process as it was at init, without these threads.
   service::store st(
@@ -144,7 +158,11 @@ auto serve(service::config cfg) -> int {
   service::event_hub events(1024);
   service::notifier notify(
       ioc.get_executor(), db, metrics,
-      {.attempts = cfg.webhook_attempts, .first_backoff = ms(cfg.webhook_backoff_ms)});
+      {.attempts = cfg.webhook_attempts,
+       .first_backoff = ms(cfg.webhook_backoff_ms),
+       .secret = webhook_secret,
+       .addresses = service::address_policy(cfg.webhook_allow_private, webhook_networks),
+       .tls = service::make_tls_client_context(cfg.webhook_ca_file)});
   service::progress_board progress(ioc.get_executor(), events);
   service::job_runner runner(
       ioc.get_executor(), pool, db, notify, metrics, progress,
@@ -241,6 +259,16 @@ auto serve(service::config cfg) -> int {
     stats.start();
     if (listener) listener->start();
     server.start();
+    if (webhook_secret.empty() && !cfg.demo) {
+      std::printf(
+          "procpool-service: WARNING: webhooks are NOT signed; a receiver cannot tell them from "
+          "anyone else's POSTs. Set --webhook-secret-file (see apps/service/README.md).\n");
+    }
+    if (cfg.webhook_allow_private) {
+      std::printf(
+          "procpool-service: WARNING: --webhook-allow-private: a notify_url may reach this "
+          "host's and this network's services (loopback, private, cloud metadata addresses).\n");
+    }
     std::printf("procpool-service: listening on %s (instance %s, %zu workers, %s database)\n",
                 base.c_str(), instance_id.c_str(), workers, pg ? "PostgreSQL" : "SQLite");
     if (!cfg.demo) {

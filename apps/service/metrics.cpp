@@ -70,6 +70,10 @@ auto render_metrics(const service_metrics& m, const procpool::pool_stats& pool,
           m.webhook_retries);
   counter(out, "service_webhooks_failed_total", "Webhooks given up after every attempt.",
           m.webhook_failed);
+  counter(out, "service_webhooks_refused_total",
+          "Webhooks failed at once, without retries: the address policy refused every address "
+          "(also counted as failed).",
+          m.webhook_refused);
   counter(out, "service_database_errors_total", "Database operations that failed.",
           m.database_errors);
   counter(out, "service_jobs_deleted_total", "Ended jobs deleted after the retention period.",

@@ -35,6 +35,7 @@ struct service_metrics {
   std::uint64_t webhook_delivered = 0;
   std::uint64_t webhook_retries = 0;
   std::uint64_t webhook_failed = 0;
+  std::uint64_t webhook_refused = 0;  ///< failed at once: no address the policy allows
   std::uint64_t database_errors = 0;
   std::uint64_t jobs_deleted = 0;        ///< by retention
   std::uint64_t jobs_claimed = 0;        ///< by this instance

@@ -6,9 +6,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <set>
+#include <string>
 
+#include "address_policy.hpp"
 #include "database.hpp"
+#include "http_client.hpp"
 #include "job.hpp"
 #include "metrics.hpp"
 
@@ -23,14 +27,23 @@ struct notifier_options {
   std::chrono::milliseconds max_backoff{10'000};
   /// Bound on one attempt (connect, send, answer).
   std::chrono::milliseconds attempt_timeout{5'000};
+  /// Signs every delivery (Procpool-Signature) when not empty.
+  std::string secret = {};
+  /// Checked on every address a notify_url resolves to, right before connecting.
+  address_policy addresses = {};
+  /// For https:// notify URLs: whom to trust.
+  std::shared_ptr<boost::asio::ssl::context> tls = {};
 };
 
 /// Delivers each final job to its notify_url: POST of the job's JSON with headers
 /// `Idempotency-Key: <service id>-<job id>` (the same on every attempt and after a restart, so a
-/// receiver can drop duplicates) and `X-Procpool-Attempt: n`. A 2xx answer counts as delivered;
-/// anything else is retried with exponential back-off. The outcome is stored in the job
-/// (notification: delivered or failed); a delivery still pending when the service stops is made
-/// again at the next start, hence "at least once". Used on the event loop thread only.
+/// receiver can drop duplicates), `X-Procpool-Attempt: n` and, with a secret,
+/// `Procpool-Signature: t=<unix seconds>,v1=<HMAC-SHA256 of "<t>." + body>`. A 2xx answer counts
+/// as delivered; anything else (a 3xx too: redirects are not followed) is retried with
+/// exponential back-off, except an address the policy refuses, which fails at once. The outcome
+/// is stored in the job (notification: delivered or failed, and notification_error); a delivery
+/// still pending when the service stops is made again at the next start, hence "at least once".
+/// Used on the event loop thread only.
 class notifier {
  public:
   notifier(boost::asio::any_io_executor ex, database& db, service_metrics& metrics,

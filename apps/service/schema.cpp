@@ -93,6 +93,9 @@ const std::vector<migration>& migrations() {
       // POST /jobs/{id}/retry: a new job linked to the one it retries.
       {3, "ALTER TABLE jobs ADD COLUMN retry_of INTEGER NOT NULL DEFAULT 0;",
        "ALTER TABLE jobs ADD COLUMN retry_of BIGINT NOT NULL DEFAULT 0;"},
+      // Why a webhook failed (its last attempt's error), beside notification = 'failed'.
+      {4, "ALTER TABLE jobs ADD COLUMN notification_error TEXT NOT NULL DEFAULT '';",
+       "ALTER TABLE jobs ADD COLUMN notification_error TEXT NOT NULL DEFAULT '';"},
   };
   return all;
 }

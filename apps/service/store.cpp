@@ -14,12 +14,12 @@ namespace {
 
 constexpr const char* job_columns =
     "id, task, input, timeout_ms, notify_url, state, result, error, attempts, created_ms, "
-    "started_ms, finished_ms, notification, priority, owner, retry_of";
+    "started_ms, finished_ms, notification, priority, owner, retry_of, notification_error";
 // The same, for statements that join jobs with another table.
 constexpr const char* jobs_columns =
     "jobs.id, jobs.task, jobs.input, jobs.timeout_ms, jobs.notify_url, jobs.state, jobs.result, "
     "jobs.error, jobs.attempts, jobs.created_ms, jobs.started_ms, jobs.finished_ms, "
-    "jobs.notification, jobs.priority, jobs.owner, jobs.retry_of";
+    "jobs.notification, jobs.priority, jobs.owner, jobs.retry_of, jobs.notification_error";
 
 // Advisory lock keys (PostgreSQL): constants of the service's own.
 constexpr std::int64_t write_lock = 0x70726f6370'02;
@@ -62,6 +62,7 @@ auto job_from_row(const sql_result& r, std::size_t row, std::size_t first = 0) -
   j.priority = integer(13);
   j.owner = text(14);
   j.retry_of = integer(15);
+  j.notification_error = text(16);
   return j;
 }
 
@@ -412,8 +413,9 @@ auto store::running_jobs(const std::string& me) -> std::vector<job> {
   return out;
 }
 
-void store::set_notification(std::int64_t id, notification_state state) {
-  db_->exec("UPDATE jobs SET notification = $1 WHERE id = $2", {to_string(state), id});
+void store::set_notification(std::int64_t id, notification_state state, const std::string& error) {
+  db_->exec("UPDATE jobs SET notification = $1, notification_error = $2 WHERE id = $3",
+            {to_string(state), std::string_view(error), id});
 }
 
 auto store::get(std::int64_t id) -> std::optional<job> {
@@ -450,7 +452,8 @@ auto store::changes_after(std::int64_t seq, std::int64_t limit) -> std::vector<j
   const auto r = db_->exec(
       "SELECT e.seq, e.job_id, jobs.task, jobs.input, jobs.timeout_ms, jobs.notify_url, e.state, "
       "jobs.result, jobs.error, e.attempts, jobs.created_ms, e.started_ms, e.finished_ms, "
-      "e.notification, jobs.priority, e.owner, jobs.retry_of FROM job_events e JOIN jobs ON "
+      "e.notification, jobs.priority, e.owner, jobs.retry_of, jobs.notification_error FROM "
+      "job_events e JOIN jobs ON "
       "jobs.id = e.job_id "
       "WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
       {seq, limit});

@@ -125,7 +125,7 @@ class store {
   /// `me`'s running jobs: (id, attempts). For finding claims the instance lost track of (a
   /// COMMIT whose answer never came back).
   auto running_jobs(const std::string& me) -> std::vector<job>;
-  void set_notification(std::int64_t id, notification_state state);
+  void set_notification(std::int64_t id, notification_state state, const std::string& error = "");
 
   auto get(std::int64_t id) -> std::optional<job>;
   /// Newest first; `state` and `task` (empty: any) filter, `before_id` pages (0: from the newest).

@@ -177,7 +177,7 @@ TEST(ServiceApi, BadRequestsGetAClear4xxAndChangeNothing) {
       {http::verb::post, "/jobs", R"({"task": "sleep", "timeout_ms": 0})", 400, "'timeout_ms'"},
       {http::verb::post, "/jobs", R"({"task": "sleep", "timeout_ms": "soon"})", 400,
        "'timeout_ms'"},
-      {http::verb::post, "/jobs", R"({"task": "sleep", "notify_url": "https://x.example/"})", 400,
+      {http::verb::post, "/jobs", R"({"task": "sleep", "notify_url": "ftp://x.example/"})", 400,
        "'notify_url'"},
       {http::verb::post, "/jobs", R"({"task": "sleep", "priority": 5000})", 400,
        "'priority' must be an integer from -1000 to 1000"},

@@ -96,13 +96,22 @@ inline auto raw(std::uint16_t port, const std::string& bytes) -> std::string {
   return out;
 }
 
+/// Where the service under test may send webhooks. The tests' receivers listen on 127.0.0.1,
+/// which the service refuses by default (SSRF protection), so the harness allows loopback unless
+/// the test sets its own --webhook-allow-* flags or asks for the service's own defaults.
+enum class webhook_addresses { loopback_allowed, service_defaults };
+
 /// procpool-service running as a child process, on a free port, with its own database file.
 class service_process {
  public:
   /// Starts the service and waits until it serves; with `wait` false, call wait_ready() (so
   /// that several instances can start at the same moment).
-  explicit service_process(std::string db, std::vector<std::string> flags = {}, bool wait = true)
+  explicit service_process(std::string db, std::vector<std::string> flags = {}, bool wait = true,
+                           webhook_addresses webhooks = webhook_addresses::loopback_allowed)
       : db_(std::move(db)), flags_(std::move(flags)) {
+    bool own_policy = webhooks == webhook_addresses::service_defaults;
+    for (const auto& f : flags_) own_policy = own_policy || f.starts_with("--webhook-allow");
+    if (!own_policy) flags_.insert(flags_.begin(), {"--webhook-allow-network", "127.0.0.0/8"});
     spawn();
     if (wait) wait_ready();
   }

@@ -119,6 +119,9 @@ TEST(ServiceWebhooks, AWebhookThatNeverSucceedsIsMarkedFailed) {
   const auto id = svc.submit(R"({"task": "count_primes", "input": {"n": 100}, "notify_url": ")" +
                              receiver.url() + R"("})");
   wait_for_notification(svc, id, "failed");
+  // Why, as the last attempt saw it.
+  EXPECT_EQ(str(svc.get("/jobs/" + std::to_string(id)).json().at("notification_error")),
+            "HTTP 503");
   EXPECT_NE(svc.get("/metrics").body.find("service_webhooks_failed_total 1\n"), std::string::npos);
 }
 

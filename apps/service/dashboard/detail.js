@@ -105,7 +105,9 @@ export class JobDetail {
     setText(e.timeout, job.timeout_ms ? duration(job.timeout_ms) : 'none');
     setText(e.owner, job.owner ?? '—');
     e.owner.title = job.owner ?? '';
-    setText(e.notification, job.notify_url ? `${job.notification ?? 'pending'} (${job.notify_url})` : 'none');
+    // The last failed attempt's reason, while retrying or once given up (textContent: no markup).
+    const why = job.notification_error ? `: ${job.notification_error}` : '';
+    setText(e.notification, job.notify_url ? `${job.notification ?? 'pending'}${why} (${job.notify_url})` : 'none');
 
     if (this.cache.retryOf !== job.retry_of) {
       this.cache.retryOf = job.retry_of;
