@@ -189,7 +189,8 @@ auto env_name(const std::string& flag_name) -> std::string {
 void usage() {
   std::printf(
       "procpool-service: an HTTP job service that runs CPU-heavy tasks in worker processes\n\n"
-      "usage: procpool-service [--flag value]...\n\n");
+      "usage: procpool-service [--flag value]...\n"
+      "       procpool-service token create|list|revoke ...   API tokens (token --help)\n\n");
   for (const auto& f : flags()) {
     std::printf("  --%-20s %s\n  %-22s env %s\n", f.name.c_str(), f.help.c_str(), "",
                 env_name(f.name).c_str());
