@@ -43,6 +43,14 @@ auto rank(const std::string& scope) -> int {
   return scope == "read" ? 1 : scope == "submit" ? 2 : 3;
 }
 
+// A file for the service's stderr, apart from the database (which may be a PostgreSQL URL).
+auto log_file(const std::string& name) -> std::string {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("procpool-auth-test-" + std::to_string(::getpid()) + "-" + name + ".stderr");
+  std::filesystem::remove(path);
+  return path.string();
+}
+
 auto read_file(const std::string& path) -> std::string {
   std::ifstream in(path);
   std::stringstream s;
@@ -184,8 +192,7 @@ TEST(Auth, TheTokenNeverAppearsInTokenListOrTheLogs) {
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0][0].find(secret), std::string::npos);
 
-  const std::string log = db + ".stderr";
-  std::filesystem::remove(log);
+  const std::string log = log_file("secret");
   {
     service_process svc(db, {"--require-tokens"}, true, log);
     svc.use_token(token);
@@ -285,8 +292,9 @@ TEST(Exposure, ANonLoopbackAddressWithoutTlsAndTokensIsRefusedSayingWhichFlagsTo
 }
 
 TEST(Exposure, LoopbackAddressesNeedNothing) {
+  int n = 0;
   for (const char* address : {"127.0.0.1", "127.1.2.3", "::1"}) {
-    const std::string db = fresh_db("loopback");
+    const std::string db = fresh_db("loopback" + std::to_string(n++));
     service_process svc(db, {"--address", address});
     EXPECT_NE(svc.banner().find("listening on"), std::string::npos);
   }
@@ -294,8 +302,7 @@ TEST(Exposure, LoopbackAddressesNeedNothing) {
 
 TEST(Exposure, InsecureStartsWithALoudWarning) {
   const std::string db = fresh_db("insecure");
-  const std::string log = db + ".stderr";
-  std::filesystem::remove(log);
+  const std::string log = log_file("insecure");
   service_process svc(db, {"--address", "0.0.0.0", "--insecure"}, true, log);
   EXPECT_EQ(svc.get("/healthz").status, 200u);
   EXPECT_NE(read_file(log).find("WARNING: --insecure"), std::string::npos) << read_file(log);

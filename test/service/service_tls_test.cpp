@@ -231,8 +231,7 @@ TEST(Tls, SighupReloadsTheCertificateForNewConnectionsAndABadOneKeepsTheOld) {
   p.server("server", 1);
   p.server("renewed", 2);
   const std::string db = fresh_db("tls_reload");
-  const std::string log = db + ".stderr";
-  std::filesystem::remove(log);
+  const std::string log = p.path("service.stderr");
   service_process svc(db, tls_flags(p, "server"), true, log);
   EXPECT_EQ(tls_call(svc.port(), p.ca(), http::verb::get, "/healthz").serial, "01");
 
