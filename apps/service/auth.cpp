@@ -25,6 +25,13 @@ auto json_text(std::string body) -> response {
   return r;
 }
 
+auto too_many(std::int64_t wait) -> response {
+  response r =
+      error_response(429, "rate limit reached; retry after " + std::to_string(wait) + " s");
+  r.set(http::field::retry_after, std::to_string(wait));
+  return r;
+}
+
 auto unauthorized(const std::string& message, bool invalid_token) -> response {
   response r = error_response(401, message);
   r.set(http::field::www_authenticate, invalid_token
@@ -147,7 +154,11 @@ auto authenticator::check(const request& req, const std::string& client)
   if (options_.require_tokens) {
     const credentials c = presented(req);
     const std::string& token = c.token;
+    // A request without a valid token counts against its address's bucket: a client trying
+    // tokens gets 429 like any other, once its burst is spent.
+    const auto refused_at_address = [&]() { return limiter_.take(key); };
     if (token.empty()) {
+      if (const auto wait = refused_at_address()) co_return too_many(*wait);
       co_return unauthorized(
           "this service requires an API token: send Authorization: Bearer <token> (an operator "
           "makes one with: procpool-service token create --scope read|submit|admin)",
@@ -163,6 +174,7 @@ auto authenticator::check(const request& req, const std::string& client)
       co_return r;
     }
     if (!record) {
+      if (const auto wait = refused_at_address()) co_return too_many(*wait);
       co_return unauthorized(
           "the API token is not valid: unknown, revoked, or made for another database", true);
     }
@@ -187,12 +199,7 @@ auto authenticator::check(const request& req, const std::string& client)
     }
     key = "token " + std::to_string(record->id);
   }
-  if (const auto wait = limiter_.take(key)) {
-    response r =
-        error_response(429, "rate limit reached; retry after " + std::to_string(*wait) + " s");
-    r.set(http::field::retry_after, std::to_string(*wait));
-    co_return r;
-  }
+  if (const auto wait = limiter_.take(key)) co_return too_many(*wait);
   co_return std::nullopt;
 }
 

@@ -236,6 +236,11 @@ auto parse_config(int argc, char** argv) -> std::optional<config> {
                                 "), or a live instance could be declared dead");
   }
   if (!c.rate_limit.empty() && parse_rate(c.rate_limit).rate == 0) c.rate_limit.clear();
+  if (c.demo && (c.require_tokens || !c.tls_cert.empty())) {
+    throw std::invalid_argument(
+        "--demo talks plain HTTP without a token to itself: run it without --require-tokens and "
+        "--tls-cert");
+  }
   if (c.tls_cert.empty() != c.tls_key.empty()) {
     throw std::invalid_argument("TLS needs both --tls-cert and --tls-key");
   }

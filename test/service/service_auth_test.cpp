@@ -328,6 +328,20 @@ TEST(RateLimit, AClientOverItsBurstGets429WithRetryAfterAndOtherTokensAreUnaffec
   EXPECT_EQ(svc.get("/healthz").status, 200u);
 }
 
+TEST(RateLimit, RequestsWithoutAValidTokenCountAgainstTheirAddress) {
+  const std::string db = fresh_db("rate_guessing");
+  const std::string token = create_token(db, "read");
+  service_process svc(db, {"--require-tokens", "--rate-limit", "1/min", "--rate-burst", "2"});
+  const std::string guess = "pp_1_" + std::string(64, 'f');
+  EXPECT_EQ(call(svc.port(), http::verb::get, "/jobs", "", bearer(guess)).status, 401u);
+  EXPECT_EQ(svc.get("/jobs").status, 401u);
+  const reply limited = call(svc.port(), http::verb::get, "/jobs", "", bearer(guess));
+  EXPECT_EQ(limited.status, 429u) << limited.body;
+  EXPECT_GE(std::stoi(header(limited, "Retry-After")), 1);
+  // A valid token has a bucket of its own.
+  EXPECT_EQ(call(svc.port(), http::verb::get, "/jobs", "", bearer(token)).status, 200u);
+}
+
 TEST(RateLimit, WithoutTokensClientsAreLimitedByAddress) {
   const std::string db = fresh_db("rate_anonymous");
   service_process svc(db, {"--rate-limit", "1/min", "--rate-burst", "2"});
