@@ -34,6 +34,15 @@ auto number(const std::string& name, const std::string& text, T min, T max) -> T
   return v;
 }
 
+// A switch: given alone on the command line (value ""), or from the environment as 1/0,
+// true/false, on/off (PROCPOOL_SERVICE_INSECURE=0 must not mean "insecure").
+auto switch_value(const std::string& name, const std::string& text) -> bool {
+  if (text.empty() || text == "1" || text == "true" || text == "on") return true;
+  if (text == "0" || text == "false" || text == "off") return false;
+  throw std::invalid_argument("--" + name + ": expected 1/0, true/false or on/off, got '" + text +
+                              "'");
+}
+
 auto flags() -> std::vector<flag> {
   return {
       {"address", "address to listen on (127.0.0.1)",
@@ -147,9 +156,13 @@ auto flags() -> std::vector<flag> {
       {"require-tokens",
        "every endpoint but /healthz and the dashboard's page needs an API token "
        "(Authorization: Bearer; see procpool-service token --help) (off)",
-       [](config& c, const std::string&) { c.require_tokens = true; }, false},
+       [](config& c, const std::string& v) {
+         c.require_tokens = switch_value("require-tokens", v);
+       },
+       false},
       {"open-metrics", "/metrics needs no token even with --require-tokens (off)",
-       [](config& c, const std::string&) { c.open_metrics = true; }, false},
+       [](config& c, const std::string& v) { c.open_metrics = switch_value("open-metrics", v); },
+       false},
       {"token-cache-ms",
        "how long an instance trusts a token it looked up: a revocation takes effect on every "
        "instance within this time; 0 = look up at every request (5000)",
@@ -176,7 +189,7 @@ auto flags() -> std::vector<flag> {
       {"insecure",
        "allow listening on an address that is not loopback without TLS and --require-tokens "
        "(anyone who can reach the port can then submit and cancel jobs)",
-       [](config& c, const std::string&) { c.insecure = true; }, false},
+       [](config& c, const std::string& v) { c.insecure = switch_value("insecure", v); }, false},
   };
 }
 

@@ -244,12 +244,15 @@ auto serve(service::config cfg) -> int {
   int status = exit_drained;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   // SIGHUP reloads the certificate and key (replaced by a renewal): new connections get them; if
-  // they cannot be loaded the old ones stay. Without TLS, SIGHUP keeps its default action.
+  // they cannot be loaded the old ones stay. Without TLS there is nothing to reload, but SIGHUP
+  // is still caught: a `systemctl reload` must not stop the service.
   std::optional<asio::signal_set> hangup;
   std::function<void()> await_hangup = [&] {
     hangup->async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
-      if (const std::string error = tls->reload(); error.empty()) {
+      if (!tls) {
+        service::log("SIGHUP: nothing to reload (no --tls-cert)");
+      } else if (const std::string error = tls->reload(); error.empty()) {
         service::log("TLS: SIGHUP: reloaded %s and %s; new connections use them",
                      cfg.tls_cert.c_str(), cfg.tls_key.c_str());
       } else {
@@ -258,10 +261,8 @@ auto serve(service::config cfg) -> int {
       await_hangup();
     });
   };
-  if (tls) {
-    hangup.emplace(ioc, SIGHUP);
-    await_hangup();
-  }
+  hangup.emplace(ioc, SIGHUP);
+  await_hangup();
   auto lifespan = [&]() -> asio::awaitable<void> {
     co_await feed.start();
     const auto rescued = co_await members.join();

@@ -291,6 +291,15 @@ TEST(Exposure, ANonLoopbackAddressWithoutTlsAndTokensIsRefusedSayingWhichFlagsTo
   }
 }
 
+TEST(Exposure, ASwitchSetToZeroInTheEnvironmentIsOff) {
+  const std::string db = fresh_db("exposed_env");
+  ::setenv("PROCPOOL_SERVICE_INSECURE", "0", 1);
+  const auto r = run_service_command({"--address", "0.0.0.0", "--port", "0", "--db", db});
+  ::unsetenv("PROCPOOL_SERVICE_INSECURE");
+  EXPECT_EQ(r.status, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("refusing to listen on 0.0.0.0"), std::string::npos) << r.err;
+}
+
 TEST(Exposure, LoopbackAddressesNeedNothing) {
   int n = 0;
   for (const char* address : {"127.0.0.1", "127.1.2.3", "::1"}) {

@@ -266,3 +266,13 @@ TEST(Tls, AKeyThatIsNotTheCertificatesStopsTheStartSayingSo) {
   EXPECT_EQ(half.status, 2);
   EXPECT_NE(half.err.find("both --tls-cert and --tls-key"), std::string::npos) << half.err;
 }
+
+// Without TLS there is nothing to reload, but a `systemctl reload` must not stop the service.
+TEST(Tls, SighupWithoutTlsLeavesTheServiceServing) {
+  pki p("no_tls");
+  const std::string log = p.path("service.stderr");
+  service_process svc(fresh_db("no_tls_hup"), {}, true, log);
+  svc.signal(SIGHUP);
+  wait_for_log(log, "SIGHUP: nothing to reload");
+  EXPECT_EQ(svc.get("/healthz").status, 200u);
+}
