@@ -94,7 +94,15 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
     co_await http::async_write(stream, busy, asio::redirect_error(asio::use_awaitable, ec));
     co_return;
   }
+  // Registered for its whole life (a TLS handshake included), so that stop() can end it.
+  struct unregister {
+    std::set<beast::tcp_stream*>& set;
+    beast::tcp_stream* s;
+    ~unregister() { set.erase(s); }
+  };
   if (tls_ == nullptr) {
+    sessions_.insert(&stream);
+    unregister guard{sessions_, &stream};
     co_await serve(stream, client);
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
     co_return;
@@ -102,6 +110,8 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
   // The context is kept alive by this connection: a reload (SIGHUP) replaces it for new ones.
   const std::shared_ptr<asio::ssl::context> context = tls_->current();
   beast::ssl_stream<beast::tcp_stream> tls_stream(std::move(stream), *context);
+  sessions_.insert(&tls_stream.next_layer());
+  unregister guard{sessions_, &tls_stream.next_layer()};
   tls_stream.next_layer().expires_after(options_.tls_handshake_timeout);
   co_await tls_stream.async_handshake(asio::ssl::stream_base::server,
                                       asio::redirect_error(asio::use_awaitable, ec));
@@ -109,6 +119,7 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
   // the certificate: nothing to serve.
   if (ec) co_return;
   co_await serve(tls_stream, client);
+  if (stopping_) co_return;  // no waiting for the client's close_notify while stopping
   tls_stream.next_layer().expires_after(std::chrono::seconds(5));
   co_await tls_stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
 }
@@ -117,12 +128,6 @@ template <class Stream>
 auto http_server::serve(Stream& stream, const std::string& client) -> asio::awaitable<void> {
   boost::system::error_code ec;
   beast::tcp_stream& tcp = beast::get_lowest_layer(stream);
-  sessions_.insert(&tcp);
-  struct unregister {
-    std::set<beast::tcp_stream*>& set;
-    beast::tcp_stream* s;
-    ~unregister() { set.erase(s); }
-  } guard{sessions_, &tcp};
 
   beast::flat_buffer buffer;
   while (!stopping_) {

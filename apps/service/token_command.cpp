@@ -111,7 +111,7 @@ auto run_token_command(int argc, char** argv) -> int {
       for (const auto& t : list_tokens(st.sql())) {
         std::printf("%-6lld %-8s %-22s %-22s %s\n", static_cast<long long>(t.id),
                     scope_name(t.scope), utc(t.created_ms).c_str(), utc(t.revoked_ms).c_str(),
-                    t.name.c_str());
+                    t.name.empty() ? "-" : t.name.c_str());
       }
     } else {
       if (!revoke_token(st.sql(), id)) {
