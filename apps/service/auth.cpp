@@ -86,7 +86,8 @@ auto presented(const request& req) -> credentials {
   return {};
 }
 
-auto authenticator::session(const request& req, bool tls) -> asio::awaitable<response> {
+auto authenticator::session(const request& req, bool tls, const std::string& client)
+    -> asio::awaitable<response> {
   const std::string attributes =
       std::string("; HttpOnly; SameSite=Strict; Path=/") + (tls ? "; Secure" : "");
   if (req.method() == http::verb::delete_) {
@@ -112,7 +113,11 @@ auto authenticator::session(const request& req, bool tls) -> asio::awaitable<res
     r.set(http::field::retry_after, "1");
     co_return r;
   }
-  if (!record) co_return unauthorized("the API token is not valid: unknown or revoked", true);
+  if (!record) {
+    // Like a request with an invalid token: trying tokens here is limited too.
+    if (const auto wait = limiter_.take("address " + client)) co_return too_many(*wait);
+    co_return unauthorized("the API token is not valid: unknown or revoked", true);
+  }
   response r = json_text("{\"token_id\":" + std::to_string(record->id) + ",\"scope\":\"" +
                          scope_name(record->scope) + "\"}\n");
   // HttpOnly: scripts (an injected one included) cannot read it. SameSite=Strict: other sites'

@@ -58,8 +58,10 @@ class authenticator {
   /// /session, for the dashboard (EventSource cannot send an Authorization header, a cookie goes
   /// with every request): POST with `Authorization: Bearer <token>` answers 200 with
   /// `Set-Cookie: procpool_session=<token>; HttpOnly; SameSite=Strict; Path=/` (`Secure` when
-  /// `tls`) if the token is valid, 401 if not; DELETE clears the cookie.
-  auto session(const request& req, bool tls) -> boost::asio::awaitable<response>;
+  /// `tls`) if the token is valid, 401 if not (429 once `client` has spent its burst on invalid
+  /// tokens, as for check); DELETE clears the cookie.
+  auto session(const request& req, bool tls, const std::string& client)
+      -> boost::asio::awaitable<response>;
 
   /// The token's record if it is valid (known, not revoked, the secret matches); nullopt if not.
   /// Throws if the database cannot be read.

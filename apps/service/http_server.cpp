@@ -154,7 +154,7 @@ auto http_server::serve(Stream& stream, const std::string& client) -> asio::awai
     }
     request req = parser.release();
     if (req.target() == "/session") {
-      response res = co_await auth_.session(req, tls_ != nullptr);
+      response res = co_await auth_.session(req, tls_ != nullptr, client);
       res.keep_alive(req.keep_alive() && !stopping_);
       tcp.expires_after(options_.idle_timeout);
       co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));

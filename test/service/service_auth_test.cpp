@@ -347,6 +347,8 @@ TEST(RateLimit, RequestsWithoutAValidTokenCountAgainstTheirAddress) {
   const reply limited = call(svc.port(), http::verb::get, "/jobs", "", bearer(guess));
   EXPECT_EQ(limited.status, 429u) << limited.body;
   EXPECT_GE(std::stoi(header(limited, "Retry-After")), 1);
+  // Nor can the dashboard's sign-in be used to try tokens.
+  EXPECT_EQ(call(svc.port(), http::verb::post, "/session", "", bearer(guess)).status, 429u);
   // A valid token has a bucket of its own.
   EXPECT_EQ(call(svc.port(), http::verb::get, "/jobs", "", bearer(token)).status, 200u);
 }
