@@ -12,8 +12,8 @@ namespace service {
 namespace {
 
 constexpr std::string_view session_cookie = "procpool_session";
-// Lookups of unknown ids are not cached; the cache is emptied when it grows past this, so a
-// client sending many made-up ids cannot grow it without bound.
+// Only tokens found are cached (at most as many as were ever made); the cache is emptied when it
+// grows past this all the same.
 constexpr std::size_t max_cached = 10'000;
 
 auto json_text(std::string body) -> response {
@@ -140,7 +140,7 @@ auto authenticator::verify(const std::string& token)
     record = co_await db_.read(lookup);
     if (record && options_.cache_for.count() > 0) {
       if (cache_.size() >= max_cached) cache_.clear();
-      cache_[id] = {record, std::chrono::steady_clock::now() + options_.cache_for};
+      cache_[id] = {*record, std::chrono::steady_clock::now() + options_.cache_for};
     }
   }
   if (!record || record->revoked_ms != 0 || !secret_matches(parsed->secret, record->hash)) {

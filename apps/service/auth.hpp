@@ -68,8 +68,9 @@ class authenticator {
   auto verify(const std::string& token) -> boost::asio::awaitable<std::optional<token_record>>;
 
  private:
+  /// A token found in the database (revoked ones too); ids not found are not cached.
   struct cached {
-    std::optional<token_record> record;  ///< nullopt: no such id
+    token_record record;
     std::chrono::steady_clock::time_point until;
   };
 
