@@ -21,7 +21,7 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config git ca-certificates curl \
   libboost1.81-dev libcereal-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  libsqlite3-dev libboost-json1.81-dev libssl-dev \
+  libsqlite3-dev libboost-json1.81-dev libssl-dev openssl \
   postgresql-15 libpq-dev \
   zlib1g-dev clang-format clang libclang-rt-14-dev libseccomp-dev \
   chromium chromium-driver python3-selenium fonts-dejavu-core >/dev/null

@@ -25,7 +25,9 @@ using response = boost::beast::http::response<boost::beast::http::string_body>;
 /// A JSON response `{"error": message}`.
 auto error_response(unsigned status, const std::string& message) -> response;
 
-/// Everything but GET /events (a stream, served by the HTTP server itself):
+/// Everything but GET /events (a stream, served by the HTTP server itself) and /session (the
+/// dashboard's sign-in, authenticator::session); the front door (auth.hpp) has already checked
+/// the request's token, scope and rate:
 ///
 ///     POST   /jobs              {"task", "input", "timeout_ms", "notify_url", "priority"}
 ///                               -> 202 {"id", ...}

@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include <algorithm>
+#include <boost/asio/ip/address.hpp>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "address_policy.hpp"
+#include "rate_limit.hpp"
 
 namespace service {
 
@@ -31,6 +33,15 @@ auto number(const std::string& name, const std::string& text, T min, T max) -> T
                                 " to " + std::to_string(max) + ", got '" + text + "'");
   }
   return v;
+}
+
+// A switch: given alone on the command line (value ""), or from the environment as 1/0,
+// true/false, on/off (PROCPOOL_SERVICE_INSECURE=0 must not mean "insecure").
+auto switch_value(const std::string& name, const std::string& text) -> bool {
+  if (text.empty() || text == "1" || text == "true" || text == "on") return true;
+  if (text == "0" || text == "false" || text == "off") return false;
+  throw std::invalid_argument("--" + name + ": expected 1/0, true/false or on/off, got '" + text +
+                              "'");
 }
 
 auto flags() -> std::vector<flag> {
@@ -170,6 +181,43 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) { c.dashboard_dir = v; }},
       {"demo", "start, run a mix of jobs through the HTTP API, show what happens, stop",
        [](config& c, const std::string&) { c.demo = true; }, false},
+      {"require-tokens",
+       "every endpoint but /healthz and the dashboard's page needs an API token "
+       "(Authorization: Bearer; see procpool-service token --help) (off)",
+       [](config& c, const std::string& v) {
+         c.require_tokens = switch_value("require-tokens", v);
+       },
+       false},
+      {"open-metrics", "/metrics needs no token even with --require-tokens (off)",
+       [](config& c, const std::string& v) { c.open_metrics = switch_value("open-metrics", v); },
+       false},
+      {"token-cache-ms",
+       "how long an instance trusts a token it looked up: a revocation takes effect on every "
+       "instance within this time; 0 = look up at every request (5000)",
+       [](config& c, const std::string& v) {
+         c.token_cache_ms = number<std::int64_t>("token-cache-ms", v, 0, 3'600'000);
+       }},
+      {"rate-limit",
+       "requests per API token (per client address without one), e.g. 20/s, 600/min; "
+       "429 + Retry-After beyond it (none)",
+       [](config& c, const std::string& v) {
+         (void)parse_rate(v);
+         c.rate_limit = v;
+       }},
+      {"rate-burst", "requests a client may make at once before --rate-limit applies (the rate)",
+       [](config& c, const std::string& v) {
+         c.rate_burst = number<std::size_t>("rate-burst", v, 1, 1'000'000);
+       }},
+      {"tls-cert",
+       "PEM certificate chain: the API is served over TLS only (1.2 or newer); reloaded with "
+       "--tls-key on SIGHUP (none)",
+       [](config& c, const std::string& v) { c.tls_cert = v; }},
+      {"tls-key", "PEM private key of --tls-cert, unencrypted (none)",
+       [](config& c, const std::string& v) { c.tls_key = v; }},
+      {"insecure",
+       "allow listening on an address that is not loopback without TLS and --require-tokens "
+       "(anyone who can reach the port can then submit and cancel jobs)",
+       [](config& c, const std::string& v) { c.insecure = switch_value("insecure", v); }, false},
   };
 }
 
@@ -182,7 +230,8 @@ auto env_name(const std::string& flag_name) -> std::string {
 void usage() {
   std::printf(
       "procpool-service: an HTTP job service that runs CPU-heavy tasks in worker processes\n\n"
-      "usage: procpool-service [--flag value]...\n\n");
+      "usage: procpool-service [--flag value]...\n"
+      "       procpool-service token create|list|revoke ...   API tokens (token --help)\n\n");
   for (const auto& f : flags()) {
     std::printf("  --%-20s %s\n  %-22s env %s\n", f.name.c_str(), f.help.c_str(), "",
                 env_name(f.name).c_str());
@@ -227,7 +276,25 @@ auto parse_config(int argc, char** argv) -> std::optional<config> {
                                 std::to_string(3 * c.heartbeat_ms) +
                                 "), or a live instance could be declared dead");
   }
+  if (!c.rate_limit.empty() && parse_rate(c.rate_limit).rate == 0) c.rate_limit.clear();
+  if (c.demo && (c.require_tokens || !c.tls_cert.empty())) {
+    throw std::invalid_argument(
+        "--demo talks plain HTTP without a token to itself: run it without --require-tokens and "
+        "--tls-cert");
+  }
+  if (c.tls_cert.empty() != c.tls_key.empty()) {
+    throw std::invalid_argument("TLS needs both --tls-cert and --tls-key");
+  }
+  if (c.rate_burst > 0 && c.rate_limit.empty()) {
+    throw std::invalid_argument("--rate-burst needs --rate-limit (e.g. --rate-limit 20/s)");
+  }
   return c;
+}
+
+auto is_loopback(const std::string& address) -> bool {
+  boost::system::error_code ec;
+  const auto a = boost::asio::ip::make_address(address, ec);
+  return !ec && a.is_loopback();
 }
 
 }  // namespace service

@@ -44,7 +44,19 @@ struct config {
   std::vector<std::string> webhook_allow_networks;  ///< CIDRs webhooks may go to although private
   bool demo = false;
   std::string dashboard_dir;  ///< empty: the dashboard compiled in
+  // The front door (auth.hpp, rate_limit.hpp).
+  bool require_tokens = false;          ///< every endpoint but /healthz and the page needs a token
+  bool open_metrics = false;            ///< /metrics without a token even when tokens are required
+  std::int64_t token_cache_ms = 5'000;  ///< how long a looked-up token is trusted; 0: not cached
+  bool insecure = false;       ///< allow a non-loopback address without TLS and required tokens
+  std::string rate_limit;      ///< e.g. "20/s"; empty: no limit
+  std::size_t rate_burst = 0;  ///< 0: as many as the rate's number
+  std::string tls_cert;        ///< PEM certificate chain; with tls_key, the API speaks only TLS
+  std::string tls_key;         ///< PEM private key (unencrypted)
 };
+
+/// Whether `address` is a loopback address (127.0.0.0/8 or ::1); false if it is not an address.
+[[nodiscard]] auto is_loopback(const std::string& address) -> bool;
 
 /// Parses `--name value` / `--name=value` flags over PROCPOOL_SERVICE_NAME variables. On
 /// `--help` prints the usage and returns nullopt; on a bad flag or value prints why and throws

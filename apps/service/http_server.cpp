@@ -11,6 +11,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <charconv>
 #include <cstdio>
 
@@ -22,12 +23,15 @@ using asio::ip::tcp;
 namespace service {
 
 http_server::http_server(asio::any_io_executor ex, const tcp::endpoint& at, api& handler,
-                         event_hub& events, server_options options)
+                         authenticator& auth, event_hub& events, server_options options,
+                         const tls_context* tls)
     : ex_(ex),
       acceptor_(ex, at),
       api_(handler),
+      auth_(auth),
       events_(events),
       options_(options),
+      tls_(tls),
       all_closed_(ex, asio::steady_timer::time_point::max()) {}
 
 void http_server::start() {
@@ -79,8 +83,10 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
   // algorithm holds one back until the client's delayed ACK (~40 ms), which showed up as a 40 ms
   // p99 in the load run.
   socket.set_option(tcp::no_delay(true), ec);
+  const std::string client = socket.remote_endpoint(ec).address().to_string();
   beast::tcp_stream stream(std::move(socket));
   if (session_count_ > options_.max_connections) {
+    if (tls_ != nullptr) co_return;  // an answer would cost a handshake: just close
     response busy = error_response(503, "too many connections; retry later");
     busy.set(http::field::retry_after, "1");
     busy.keep_alive(false);
@@ -88,23 +94,52 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
     co_await http::async_write(stream, busy, asio::redirect_error(asio::use_awaitable, ec));
     co_return;
   }
-  sessions_.insert(&stream);
+  // Registered for its whole life (a TLS handshake included), so that stop() can end it.
   struct unregister {
     std::set<beast::tcp_stream*>& set;
     beast::tcp_stream* s;
     ~unregister() { set.erase(s); }
-  } guard{sessions_, &stream};
+  };
+  if (tls_ == nullptr) {
+    sessions_.insert(&stream);
+    unregister guard{sessions_, &stream};
+    co_await serve(stream, client);
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    co_return;
+  }
+  // The context is kept alive by this connection: a reload (SIGHUP) replaces it for new ones.
+  const std::shared_ptr<asio::ssl::context> context = tls_->current();
+  beast::ssl_stream<beast::tcp_stream> tls_stream(std::move(stream), *context);
+  sessions_.insert(&tls_stream.next_layer());
+  unregister guard{sessions_, &tls_stream.next_layer()};
+  tls_stream.next_layer().expires_after(options_.tls_handshake_timeout);
+  co_await tls_stream.async_handshake(asio::ssl::stream_base::server,
+                                      asio::redirect_error(asio::use_awaitable, ec));
+  // Not TLS (plain HTTP gets an alert, never an HTTP answer), or a client that does not trust
+  // the certificate: nothing to serve.
+  if (ec) co_return;
+  co_await serve(tls_stream, client);
+  if (stopping_) co_return;  // no waiting for the client's close_notify while stopping
+  tls_stream.next_layer().expires_after(std::chrono::seconds(5));
+  co_await tls_stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+template <class Stream>
+auto http_server::serve(Stream& stream, const std::string& client) -> asio::awaitable<void> {
+  boost::system::error_code ec;
+  beast::tcp_stream& tcp = beast::get_lowest_layer(stream);
 
   beast::flat_buffer buffer;
   while (!stopping_) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(options_.max_header_bytes));
     parser.body_limit(options_.max_body_bytes);
-    stream.expires_after(options_.idle_timeout);
+    tcp.expires_after(options_.idle_timeout);
     co_await http::async_read(stream, buffer, parser,
                               asio::redirect_error(asio::use_awaitable, ec));
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-        ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == asio::ssl::error::stream_truncated) {
       break;
     }
     if (ec) {
@@ -113,11 +148,26 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
           too_large ? 413 : 400,
           (too_large ? "request too large: " : "malformed HTTP request: ") + ec.message());
       res.keep_alive(false);
-      stream.expires_after(std::chrono::seconds(5));
+      tcp.expires_after(std::chrono::seconds(5));
       co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
       break;
     }
     request req = parser.release();
+    if (req.target() == "/session") {
+      response res = co_await auth_.session(req, tls_ != nullptr, client);
+      res.keep_alive(req.keep_alive() && !stopping_);
+      tcp.expires_after(options_.idle_timeout);
+      co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || !res.keep_alive()) break;
+      continue;
+    }
+    if (auto refused = co_await auth_.check(req, client)) {
+      refused->keep_alive(req.keep_alive() && !stopping_);
+      tcp.expires_after(options_.idle_timeout);
+      co_await http::async_write(stream, *refused, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || !refused->keep_alive()) break;
+      continue;
+    }
     if (req.method() == http::verb::get &&
         (req.target() == "/events" || req.target().starts_with("/events?"))) {
       co_await serve_events(stream, req);
@@ -125,22 +175,22 @@ auto http_server::session(tcp::socket socket) -> asio::awaitable<void> {
     }
     response res = co_await api_.handle(req);
     res.keep_alive(req.keep_alive() && !stopping_);
-    stream.expires_after(options_.idle_timeout);
+    tcp.expires_after(options_.idle_timeout);
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
     if (ec || !res.keep_alive()) break;
   }
-  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
 }
 
-auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
-    -> asio::awaitable<void> {
+template <class Stream>
+auto http_server::serve_events(Stream& stream, const request& req) -> asio::awaitable<void> {
+  beast::tcp_stream& tcp = beast::get_lowest_layer(stream);
   http::response<http::empty_body> head{http::status::ok, 11};
   head.set(http::field::content_type, "text/event-stream");
   head.set(http::field::cache_control, "no-cache");
   head.keep_alive(false);  // the body runs until the connection closes
   http::response_serializer<http::empty_body> serializer{head};
   boost::system::error_code ec;
-  stream.expires_after(options_.idle_timeout);
+  tcp.expires_after(options_.idle_timeout);
   co_await http::async_write_header(stream, serializer,
                                     asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return;
@@ -181,7 +231,7 @@ auto http_server::serve_events(beast::tcp_stream& stream, const request& req)
   }
   for (;;) {
     if (!out.empty()) {
-      stream.expires_after(options_.idle_timeout);  // a client that stops reading is dropped
+      tcp.expires_after(options_.idle_timeout);  // a client that stops reading is dropped
       co_await asio::async_write(stream, asio::buffer(out),
                                  asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return;

@@ -15,11 +15,14 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <procpool/procpool.hpp>
 #include <random>
 
 #include "address_policy.hpp"
 #include "api.hpp"
+#include "auth.hpp"
 #include "change_feed.hpp"
 #include "config.hpp"
 #include "demo.hpp"
@@ -31,6 +34,8 @@
 #include "pg_listener.hpp"
 #include "retention.hpp"
 #include "tasks.hpp"
+#include "tls_context.hpp"
+#include "token_command.hpp"
 #include "webhook_signature.hpp"
 
 namespace asio = boost::asio;
@@ -183,12 +188,28 @@ auto serve(service::config cfg) -> int {
   const service::dashboard_files dashboard(cfg.dashboard_dir);
   service::api handler(cfg, instance_id, service::task_registry::global(), runner, db, pool, events,
                        feed, metrics, progress, stats, dashboard);
+  service::rate_limit_options rate;
+  if (!cfg.rate_limit.empty()) {
+    rate = service::parse_rate(cfg.rate_limit);
+    rate.burst = static_cast<double>(cfg.rate_burst);
+  }
+  const service::auth_options auth_options{.require_tokens = cfg.require_tokens,
+                                           .open_metrics = cfg.open_metrics,
+                                           .cache_for = ms(cfg.token_cache_ms),
+                                           .rate = rate};
+  service::authenticator auth(db, auth_options);
+  std::optional<service::tls_context> tls;
+  if (!cfg.tls_cert.empty()) tls.emplace(cfg.tls_cert, cfg.tls_key);
   service::http_server server(
       ioc.get_executor(),
       asio::ip::tcp::endpoint(asio::ip::make_address(cfg.address), cfg.demo ? 0 : cfg.port),
-      handler, events,
-      {.max_body_bytes = cfg.max_body_bytes, .max_connections = cfg.max_connections});
-  const std::string base = "http://" + cfg.address + ":" + std::to_string(server.port());
+      handler, auth, events,
+      {.max_body_bytes = cfg.max_body_bytes, .max_connections = cfg.max_connections},
+      tls ? &*tls : nullptr);
+  const std::string host =
+      cfg.address.find(':') == std::string::npos ? cfg.address : "[" + cfg.address + "]";
+  const std::string base =
+      (tls ? "https://" : "http://") + host + ":" + std::to_string(server.port());
   service::membership members(ioc.get_executor(), db, runner, notify, metrics,
                               {.id = instance_id,
                                .host = host_name(),
@@ -240,6 +261,26 @@ auto serve(service::config cfg) -> int {
 
   int status = exit_drained;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  // SIGHUP reloads the certificate and key (replaced by a renewal): new connections get them; if
+  // they cannot be loaded the old ones stay. Without TLS there is nothing to reload, but SIGHUP
+  // is still caught: a `systemctl reload` must not stop the service.
+  std::optional<asio::signal_set> hangup;
+  std::function<void()> await_hangup = [&] {
+    hangup->async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      if (!tls) {
+        service::log("SIGHUP: nothing to reload (no --tls-cert)");
+      } else if (const std::string error = tls->reload(); error.empty()) {
+        service::log("TLS: SIGHUP: reloaded %s and %s; new connections use them",
+                     cfg.tls_cert.c_str(), cfg.tls_key.c_str());
+      } else {
+        service::log("TLS: SIGHUP: kept the current certificate: %s", error.c_str());
+      }
+      await_hangup();
+    });
+  };
+  hangup.emplace(ioc, SIGHUP);
+  await_hangup();
   auto lifespan = [&]() -> asio::awaitable<void> {
     co_await feed.start();
     const auto rescued = co_await members.join();
@@ -277,6 +318,11 @@ auto serve(service::config cfg) -> int {
           "%s/jobs\n        curl -s %s/jobs/1\n        curl -sN %s/events\n"
           "  stop: Ctrl-C or SIGTERM (running jobs get %lld ms to finish)\n",
           base.c_str(), base.c_str(), base.c_str(), static_cast<long long>(cfg.drain_timeout_ms));
+      if (cfg.require_tokens) {
+        std::printf(
+            "  tokens are required: add -H 'Authorization: Bearer <token>' (make one with: "
+            "procpool-service token create --scope submit --db <this database>)\n");
+      }
     }
     std::fflush(stdout);
 
@@ -292,6 +338,7 @@ auto serve(service::config cfg) -> int {
                 static_cast<long long>(cfg.drain_timeout_ms));
     std::fflush(stdout);
     server.stop();
+    if (hangup) hangup->cancel();
     events.close_all();
     retention.stop();
     stats.stop();
@@ -320,9 +367,38 @@ auto serve(service::config cfg) -> int {
   return status;
 }
 
+// A service that anyone who can reach it may use must not happen by accident: on an address
+// other than loopback, both TLS and tokens, or --insecure said out loud. Empty: start.
+auto exposure_refusal(const service::config& cfg) -> std::string {
+  if (service::is_loopback(cfg.address)) return {};
+  const bool tls = !cfg.tls_cert.empty();
+  if (tls && cfg.require_tokens) return {};
+  if (cfg.insecure) {
+    std::fprintf(stderr,
+                 "procpool-service: WARNING: --insecure: listening on %s%s%s. Anyone who can "
+                 "reach this port can %s.\n",
+                 cfg.address.c_str(), tls ? "" : " without TLS (tokens and jobs travel in clear)",
+                 cfg.require_tokens ? "" : " without tokens",
+                 cfg.require_tokens ? "read the traffic" : "submit, read and cancel jobs");
+    return {};
+  }
+  std::string missing;
+  if (!tls) missing += "TLS (--tls-cert PATH --tls-key PATH)";
+  if (!cfg.require_tokens)
+    missing += std::string(missing.empty() ? "" : " and ") + "--require-tokens";
+  return "refusing to listen on " + cfg.address + ", which is not a loopback address, without " +
+         missing +
+         ": set them (create a token with: procpool-service token create --scope submit), or "
+         "listen on 127.0.0.1 behind a proxy that does both, or add --insecure to expose the "
+         "service as it is";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "token") {
+    return service::run_token_command(argc - 1, argv + 1);
+  }
   std::optional<service::config> cfg;
   try {
     cfg = service::parse_config(argc, argv);
@@ -331,6 +407,10 @@ int main(int argc, char** argv) {
     return exit_usage;
   }
   if (!cfg) return 0;
+  if (const std::string refusal = exposure_refusal(*cfg); !refusal.empty()) {
+    std::fprintf(stderr, "procpool-service: %s\n", refusal.c_str());
+    return exit_usage;
+  }
 
   // [register-tasks]
   // Every task must exist before procpool::init(): workers are copies of the process as it is now.

@@ -96,6 +96,16 @@ const std::vector<migration>& migrations() {
       // Why a webhook failed (its last attempt's error), beside notification = 'failed'.
       {4, "ALTER TABLE jobs ADD COLUMN notification_error TEXT NOT NULL DEFAULT '';",
        "ALTER TABLE jobs ADD COLUMN notification_error TEXT NOT NULL DEFAULT '';"},
+      // API tokens (tokens.hpp): shared by every instance on the database; only the secret's
+      // SHA-256 is kept. A revoked token stays listed (revoked_ms > 0) so that logs naming its id
+      // can still be explained.
+      {5,
+       "CREATE TABLE api_tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+       "  scope TEXT NOT NULL, hash TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+       "  revoked_ms INTEGER NOT NULL DEFAULT 0);",
+       "CREATE TABLE api_tokens (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL,"
+       "  scope TEXT NOT NULL, hash TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+       "  revoked_ms BIGINT NOT NULL DEFAULT 0);"},
   };
   return all;
 }

@@ -67,6 +67,8 @@ class store {
   [[nodiscard]] auto dialect() const -> sql_dialect { return db_->dialect(); }
   /// A random id made when the database was created; part of every webhook's idempotency key.
   [[nodiscard]] auto service_id() const -> const std::string& { return service_id_; }
+  /// The connection itself, for the small tables kept apart from jobs (tokens.hpp).
+  auto sql() -> sql_connection& { return *db_; }
 
   /// A batch: one transaction (and one sync to disk) for many changes. `writes`: the batch may
   /// change something (PostgreSQL then takes the write lock). Not `durable`: the commit does not

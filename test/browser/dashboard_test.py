@@ -3,7 +3,8 @@
 
 Starts the real service and headless Chromium (Selenium), and checks the page end to end: the
 empty state, a job submitted from the form with its progress bar, a crash's detail, cancel and
-retry from the page, recovery after the service restarts, and the page under 2,000+ jobs.
+retry from the page, recovery after the service restarts, the page under 2,000+ jobs, and
+signing in with an API token on a service started with --require-tokens.
 
     dashboard_test.py --service build/dev/apps/service/procpool-service --out /tmp/dash-out \
         [--screenshot docs/dashboard.png]
@@ -64,8 +65,9 @@ def log(msg):
 class ServiceProcess:
     """The real procpool-service, started and stopped the way an operator would."""
 
-    def __init__(self, binary, out_dir):
+    def __init__(self, binary, out_dir, extra_args=()):
         self.binary = binary
+        self.extra_args = list(extra_args)
         self.db = os.path.join(out_dir, "db.sqlite")
         self.log_path = os.path.join(out_dir, "service.log")
         open(self.log_path, "wb").close()
@@ -80,6 +82,7 @@ class ServiceProcess:
                 "--drain-timeout-ms", "500"]
         if os.environ.get("DASHBOARD_DIR"):
             args += ["--dashboard-dir", os.environ["DASHBOARD_DIR"]]
+        args += self.extra_args
         logf = open(self.log_path, "ab")
         logf.write(("\n$ " + " ".join(args) + "\n").encode())
         logf.flush()
@@ -302,6 +305,7 @@ class DashboardTest:
             ("screenshots", self.step_screenshots),
             ("many_jobs", self.step_many_jobs),
             ("filters_and_paging", self.step_filters_and_paging),
+            ("sign_in_with_a_token", self.step_sign_in),
         ]
         try:
             port = self.service.start()
@@ -628,6 +632,64 @@ class DashboardTest:
         Select(d.find_element(By.ID, "filter-task")).select_by_value("")
         p.wait("the unfiltered newest page", lambda: first() == str(crash2))
         p.check_console("filters and paging")
+
+
+    # 10 --------------------------------------------------------------------------------
+    def step_sign_in(self):
+        """A service started with --require-tokens: the page shows its login form on the first
+        401; a wrong token is refused in the form; the right one signs in (a cookie), after which
+        the live stream and submitting from the form work."""
+        p, d = self.page, self.driver
+        out = os.path.join(self.out, "tokens")
+        os.makedirs(out, exist_ok=True)
+        svc = ServiceProcess(self.service.binary, out, ["--require-tokens"])
+        try:
+            created = subprocess.run([svc.binary, "token", "create", "--scope", "submit", "--name",
+                                      "browser", "--db", svc.db], capture_output=True, timeout=HANG_GUARD_S)
+            if created.returncode != 0:
+                raise StepFailed(f"token create: {created.stderr.decode(errors='replace')}")
+            token = created.stdout.decode().strip()
+            port = svc.start()
+            d.get(f"http://127.0.0.1:{port}/")
+            p.wait("#login to be shown", lambda: p.visible("#login"))
+            if "token" not in (p.text("#login-reason") or ""):
+                raise StepFailed(f"#login-reason says {p.text('#login-reason')!r}")
+            p.screenshot("10-sign-in.png")
+            field = d.find_element(By.ID, "login-token")
+            field.send_keys("pp_1_" + "0" * 64)
+            d.find_element(By.ID, "login-button").click()
+            p.wait("#login-message to say the token is not valid",
+                   lambda: p.attr("#login-message", "data-kind") == "error"
+                   and "not valid" in (p.text("#login-message") or ""))
+            field.clear()
+            field.send_keys(token)
+            d.find_element(By.ID, "login-button").click()
+            p.wait("html[data-ready=true] after signing in", lambda: p.attr("html", "data-ready") == "true")
+            p.wait("#conn-status to be live with the cookie", lambda: p.attr("#conn-status", "data-status") == "live")
+            if p.visible("#login"):
+                raise StepFailed("#login is still shown after signing in")
+            cookie = d.get_cookie("procpool_session")
+            if not cookie or not cookie.get("httpOnly") or cookie.get("sameSite") != "Strict":
+                raise StepFailed(f"the session cookie is {cookie}")
+            if p.js("return document.cookie.includes('procpool_session')"):
+                raise StepFailed("the page's scripts can read the session cookie")
+            p.wait("the task list in #task-select",
+                   lambda: d.find_elements(By.CSS_SELECTOR, '#task-select option[value="sleep"]'))
+            Select(d.find_element(By.ID, "task-select")).select_by_value("sleep")
+            p.wait("the sleep task's ms field", lambda: d.find_elements(By.CSS_SELECTOR, '#task-fields input[name="ms"]'))
+            ms_input = d.find_element(By.CSS_SELECTOR, '#task-fields input[name="ms"]')
+            ms_input.clear()
+            ms_input.send_keys("1")
+            d.find_element(By.ID, "submit-button").click()
+            p.wait("#submit-message to name the job submitted with the cookie",
+                   lambda: p.attr("#submit-message", "data-kind") == "ok")
+            job_id = int(re.search(r"#(\d+)", p.text("#submit-message")).group(1))
+            p.wait(f"job {job_id} to end succeeded, seen live", lambda: p.row_state(job_id) == "succeeded")
+            # The 401s before signing in are logged by the browser as failed loads: expected.
+            p.check_console("sign in", allowed=(r"401", r"Unauthorized"))
+            p.screenshot("11-signed-in.png")
+        finally:
+            svc.kill()
 
 
 def main():

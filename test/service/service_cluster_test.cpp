@@ -84,13 +84,34 @@ TEST(Cluster, ThreeInstancesStartingAtOnceOnAnEmptyDatabaseCreateTheSchemaOnce) 
   for (auto& s : all) s->wait_ready();
   const auto versions =
       query(db, "SELECT version, count(*) FROM schema_migrations GROUP BY version ORDER BY 1");
-  ASSERT_EQ(versions.size(), 4u);
+  ASSERT_EQ(versions.size(), 5u);
   for (const auto& v : versions) EXPECT_EQ(v[1], "1") << "version " << v[0];
   const auto instances = all[0]->get("/instances").json().at("instances").as_array();
   std::set<std::string> ids;
   for (const auto& i : instances) ids.insert(str(i.at("id")));
   EXPECT_EQ(ids,
             (std::set<std::string>{all[0]->instance(), all[1]->instance(), all[2]->instance()}));
+}
+
+// Tokens live in the shared database: one made once is accepted by every instance, and its
+// revocation reaches every instance (here at once: --token-cache-ms 0).
+TEST(Cluster, InstancesOnOneDatabaseShareTokensAndTheirRevocation) {
+  const std::string db = fresh_pg_db("shared_tokens");
+  const std::string token = create_token(db, "submit");
+  std::vector<std::unique_ptr<service_process>> all;
+  for (int i = 0; i < 2; ++i) {
+    all.push_back(std::make_unique<service_process>(
+        db, cluster_flags({"--require-tokens", "--token-cache-ms", "0"})));
+  }
+  for (auto& s : all) {
+    EXPECT_EQ(call(s->port(), http::verb::get, "/jobs", "", bearer(token)).status, 200u);
+    EXPECT_EQ(call(s->port(), http::verb::get, "/jobs").status, 401u);
+  }
+  const std::string id = token.substr(3, token.find('_', 3) - 3);
+  ASSERT_EQ(run_service_command({"token", "revoke", id, "--db", db}).status, 0);
+  for (auto& s : all) {
+    EXPECT_EQ(call(s->port(), http::verb::get, "/jobs", "", bearer(token)).status, 401u);
+  }
 }
 
 class ClusterBurst : public testing::TestWithParam<bool> {};

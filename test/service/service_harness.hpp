@@ -58,14 +58,24 @@ struct reply {
   [[nodiscard]] auto json() const -> json::value { return json::parse(body); }
 };
 
+/// Request headers to add, as (name, value).
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+/// `Authorization: Bearer <token>` (none for an empty token).
+inline auto bearer(const std::string& token) -> header_list {
+  if (token.empty()) return {};
+  return {{"Authorization", "Bearer " + token}};
+}
+
 /// A blocking HTTP/1.1 client: one request per connection.
 inline auto call(std::uint16_t port, http::verb verb, const std::string& target,
-                 const std::string& body = "") -> reply {
+                 const std::string& body = "", const header_list& headers = {}) -> reply {
   asio::io_context ioc;
   tcp::socket socket(ioc);
   socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
   http::request<http::string_body> req{verb, target, 11};
   req.set(http::field::host, "127.0.0.1");
+  for (const auto& [name, value] : headers) req.set(name, value);
   if (!body.empty()) {
     req.set(http::field::content_type, "application/json");
     req.body() = body;
@@ -106,9 +116,12 @@ class service_process {
  public:
   /// Starts the service and waits until it serves; with `wait` false, call wait_ready() (so
   /// that several instances can start at the same moment).
+  /// With `stderr_file`, the service's stderr (its log) goes to that file. Webhooks may reach
+  /// loopback receivers unless the test sets its own policy (`webhooks` or a --webhook-allow flag).
   explicit service_process(std::string db, std::vector<std::string> flags = {}, bool wait = true,
-                           webhook_addresses webhooks = webhook_addresses::loopback_allowed)
-      : db_(std::move(db)), flags_(std::move(flags)) {
+                           webhook_addresses webhooks = webhook_addresses::loopback_allowed,
+                           std::string stderr_file = "")
+      : db_(std::move(db)), flags_(std::move(flags)), stderr_file_(std::move(stderr_file)) {
     bool own_policy = webhooks == webhook_addresses::service_defaults;
     for (const auto& f : flags_) own_policy = own_policy || f.starts_with("--webhook-allow");
     if (!own_policy) flags_.insert(flags_.begin(), {"--webhook-allow-network", "127.0.0.0/8"});
@@ -129,11 +142,18 @@ class service_process {
   /// What the service printed on stdout up to its "listening" line.
   [[nodiscard]] auto banner() const -> const std::string& { return banner_; }
 
+  /// The API token get, post, del and submit send (none when empty).
+  void use_token(std::string token) { token_ = std::move(token); }
+
   auto post(const std::string& body) -> reply {
-    return call(port_, http::verb::post, "/jobs", body);
+    return call(port_, http::verb::post, "/jobs", body, bearer(token_));
   }
-  auto get(const std::string& target) -> reply { return call(port_, http::verb::get, target); }
-  auto del(const std::string& target) -> reply { return call(port_, http::verb::delete_, target); }
+  auto get(const std::string& target) -> reply {
+    return call(port_, http::verb::get, target, "", bearer(token_));
+  }
+  auto del(const std::string& target) -> reply {
+    return call(port_, http::verb::delete_, target, "", bearer(token_));
+  }
 
   /// POSTs a job that must be accepted; returns its id.
   auto submit(const std::string& body) -> std::int64_t {
@@ -192,15 +212,15 @@ class service_process {
   /// Reads the service's stdout until it says it serves; throws if it exits first.
   void wait_ready() {
     banner_.clear();
-    // The service prints "listening on http://127.0.0.1:PORT" once it serves.
-    const std::string marker = "listening on http://127.0.0.1:";
+    // The service prints "listening on http://ADDRESS:PORT " (https with TLS) once it serves.
+    const std::string marker = "listening on http";
     char c;
     while (banner_.find(marker) == std::string::npos || banner_.back() != '\n') {
       if (::read(out_, &c, 1) != 1) throw std::runtime_error("service exited: " + banner_);
       banner_ += c;
     }
-    port_ =
-        static_cast<std::uint16_t>(std::stoi(banner_.substr(banner_.find(marker) + marker.size())));
+    const auto url_end = banner_.find(' ', banner_.find(marker) + marker.size());
+    port_ = static_cast<std::uint16_t>(std::stoi(banner_.substr(banner_.rfind(':', url_end) + 1)));
     const auto id_at = banner_.find("(instance ");
     if (id_at != std::string::npos) {
       instance_ = banner_.substr(id_at + 10, banner_.find(',', id_at) - id_at - 10);
@@ -235,6 +255,10 @@ class service_process {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    if (!stderr_file_.empty()) {
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_file_.c_str(),
+                                       O_WRONLY | O_CREAT | O_APPEND, 0644);
+    }
     const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     ::close(pipe_fds[1]);
@@ -244,11 +268,65 @@ class service_process {
 
   std::string db_;
   std::vector<std::string> flags_;
+  std::string stderr_file_;
+  std::string token_;
   pid_t pid_ = -1;
   int out_ = -1;
   std::uint16_t port_ = 0;
   std::string banner_, rest_, instance_;
 };
+
+/// What a command of the service binary printed, and its exit status.
+struct command_result {
+  int status = -1;
+  std::string out, err;
+};
+
+/// Runs procpool-service with `args` (e.g. {"token", "list", "--db", db}) to its end.
+inline auto run_service_command(const std::vector<std::string>& arguments) -> command_result {
+  std::vector<std::string> args = {PROCPOOL_SERVICE_BINARY};
+  args.insert(args.end(), arguments.begin(), arguments.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int out_fds[2], err_fds[2];
+  if (::pipe2(out_fds, O_CLOEXEC) != 0 || ::pipe2(err_fds, O_CLOEXEC) != 0) {
+    throw std::runtime_error("pipe");
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err_fds[1], STDERR_FILENO);
+  pid_t pid = -1;
+  const int rc = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_fds[1]);
+  ::close(err_fds[1]);
+  command_result r;
+  // Both outputs are short (well under a pipe's buffer): read one, then the other.
+  for (auto [fd, text] : {std::pair{out_fds[0], &r.out}, std::pair{err_fds[0], &r.err}}) {
+    char buf[4096];
+    ssize_t n;
+    while (rc == 0 && (n = ::read(fd, buf, sizeof buf)) > 0) {
+      text->append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+  }
+  if (rc != 0) throw std::runtime_error("cannot start " + args[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+/// Creates an API token on `db` with `scope`; returns it.
+inline auto create_token(const std::string& db, const std::string& scope,
+                         const std::string& name = "test") -> std::string {
+  const auto r =
+      run_service_command({"token", "create", "--scope", scope, "--name", name, "--db", db});
+  if (r.status != 0) throw std::runtime_error("token create: " + r.err);
+  return r.out.substr(0, r.out.find('\n'));
+}
 
 /// A webhook receiver on a thread: records every POST; answers `fail_first` attempts per
 /// Idempotency-Key with 503, then 200.
@@ -354,10 +432,13 @@ class webhook_receiver {
 class event_reader {
  public:
   /// With `last_event_id`, asks for the changes since that event (Last-Event-ID).
-  explicit event_reader(std::uint16_t port, std::optional<std::int64_t> last_event_id = {})
+  /// With `headers` (a token: bearer(token)), sends them too.
+  explicit event_reader(std::uint16_t port, std::optional<std::int64_t> last_event_id = {},
+                        const header_list& headers = {})
       : socket_(ioc_) {
     socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
     std::string req = "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    for (const auto& [name, value] : headers) req += name + ": " + value + "\r\n";
     if (last_event_id) req += "Last-Event-ID: " + std::to_string(*last_event_id) + "\r\n";
     asio::write(socket_, asio::buffer(req + "\r\n"));
     // The head, then the stream's opening comment: subscribed from here on.

@@ -1,6 +1,8 @@
 // The service's JSON API: fetch with errors as exceptions carrying the service's {"error": ...}
 // message, and a toast for errors that belong to no form.
 
+import { showLogin } from './login.js';
+
 const $ = (id) => document.getElementById(id);
 
 export class ApiError extends Error {
@@ -11,7 +13,9 @@ export class ApiError extends Error {
 }
 
 export async function api(method, path, body) {
-  const init = { method, headers: { Accept: 'application/json' } };
+  // X-Procpool-Request: what the service asks of requests signed in by its session cookie that
+  // change something (a form or link on another site cannot set it).
+  const init = { method, headers: { Accept: 'application/json', 'X-Procpool-Request': '1' } };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -27,6 +31,7 @@ export async function api(method, path, body) {
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!res.ok) {
     const msg = data && typeof data.error === 'string' ? data.error : `${res.status} ${res.statusText}`;
+    if (res.status === 401) showLogin(msg);
     const err = new ApiError(res.status, msg);
     err.data = data;
     throw err;

@@ -1,6 +1,7 @@
 // procpool-service dashboard: live state from GET /events (EventSource), no polling of state.
 // Modules: api.js (fetch, errors), form.js (the submit form), table.js (the jobs table),
-// detail.js (the job panel), chart.js (throughput and latency), format.js (formatting). Plain ES2020 modules, no third-party code.
+// detail.js (the job panel), chart.js (throughput and latency), format.js (formatting), login.js
+// (signing in with a token). Plain ES2020 modules, no third-party code.
 //
 // Stable selectors (used by test/browser/dashboard_test.py; keep them):
 //   html[data-ready="true"]              set once the first page of jobs is rendered;
@@ -25,6 +26,7 @@
 //   button[data-action="cancel"], button[data-action="retry"]   in the detail panel
 //   #detail-message[data-kind]            the outcome of cancel / retry; #toast for other API errors
 //   body[data-job-events]                 job events received so far (diagnostics)
+//   #login (shown on a 401), #login-form, #login-token, #login-button, #login-message[data-kind]
 
 import { ENDED, STATES, count, eta, ms, rate, setAttr, setText, show } from './format.js';
 import { JobTable, PAGE_SIZE } from './table.js';
