@@ -4,8 +4,8 @@
 #include <boost/json/serialize.hpp>
 #include <charconv>
 
-#include "http_client.hpp"
 #include "log.hpp"
+#include "request_reading.hpp"
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
@@ -22,25 +22,6 @@ auto json_response(unsigned status, const json::value& body) -> response {
   res.body() += '\n';
   res.prepare_payload();
   return res;
-}
-
-// A job id: 1 to 18 decimal digits, nothing else.
-auto parse_id(std::string_view text) -> std::optional<std::int64_t> {
-  std::int64_t id = 0;
-  if (text.empty() || text.size() > 18) return std::nullopt;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (ec != std::errc{} || end != text.data() + text.size() || id <= 0) return std::nullopt;
-  return id;
-}
-
-struct bad_request : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-auto task_names(const task_registry& tasks) -> std::string {
-  std::string names;
-  for (const auto& t : tasks.all()) names += (names.empty() ? "" : ", ") + t.name;
-  return names;
 }
 
 }  // namespace
@@ -75,124 +56,49 @@ auto api::changes_since(std::int64_t seq, std::int64_t up_to, std::int64_t limit
 }
 
 auto api::route(const request& req) -> asio::awaitable<response> {
-  const std::string_view target = req.target();
-  const auto question = target.find('?');
-  const std::string_view path = target.substr(0, question);
-  const std::string_view query =
-      question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
-  const auto method = req.method();
-  auto not_allowed = [](const char* allow) {
-    response r = error_response(405, std::string("method not allowed; use ") + allow);
-    r.set(http::field::allow, allow);
-    return r;
-  };
-
-  if (path == "/jobs") {
-    if (method == http::verb::post) co_return co_await post_job(req);
-    if (method == http::verb::get) co_return co_await list_jobs(query);
-    co_return not_allowed("GET, POST");
-  }
-  if (path.starts_with("/jobs/") && path.ends_with("/retry")) {
-    const auto id = parse_id(path.substr(6, path.size() - 6 - 6));
-    if (!id) co_return error_response(400, "a job id is a positive integer");
-    if (method != http::verb::post) co_return not_allowed("POST");
-    co_return co_await retry_job(*id);
-  }
-  if (path.starts_with("/jobs/")) {
-    const auto id = parse_id(path.substr(6));
-    if (!id) co_return error_response(400, "a job id is a positive integer");
-    if (method == http::verb::get) co_return co_await get_job(*id);
-    if (method == http::verb::delete_) co_return co_await cancel_job(*id);
-    co_return not_allowed("GET, DELETE");
-  }
-  if (path == "/instances") {
-    if (method != http::verb::get) co_return not_allowed("GET");
-    co_return co_await instances();
-  }
-  if (path == "/metrics") {
-    if (method != http::verb::get) co_return not_allowed("GET");
-    co_return co_await metrics();
-  }
-  if (path == "/healthz") {
-    if (method != http::verb::get) co_return not_allowed("GET");
-    co_return health();
-  }
-  if (path == "/tasks") {
-    if (method != http::verb::get) co_return not_allowed("GET");
-    co_return tasks();
-  }
-  if (path == "/stats") {
-    if (method != http::verb::get) co_return not_allowed("GET");
-    co_return co_await stats();
-  }
-  if (path == "/" || path == "/index.html" || path.starts_with("/dashboard/")) {
-    if (method != http::verb::get) co_return not_allowed("GET");
-    co_return static_file(path.starts_with("/dashboard/") ? path.substr(11) : "index.html");
+  const route r = route_request(req.method(), req.target());
+  switch (r.to) {
+    // Named before the co_await: GCC 12 can copy an aggregate temporary inside a co_await
+    // expression bytewise, leaving its strings dangling (see list_jobs).
+    case endpoint::post_job: {
+      job j = read_submission(req.body(), tasks_, {cfg_.default_timeout_ms, cfg_.max_timeout_ms});
+      co_return co_await accepted(std::move(j));
+    }
+    case endpoint::list_jobs: {
+      list_query q = read_list_query(r.query);
+      co_return co_await list_jobs(std::move(q));
+    }
+    case endpoint::get_job:
+      co_return co_await get_job(r.id);
+    case endpoint::cancel_job:
+      co_return co_await cancel_job(r.id);
+    case endpoint::retry_job:
+      co_return co_await retry_job(r.id);
+    case endpoint::instances:
+      co_return co_await instances();
+    case endpoint::metrics:
+      co_return co_await metrics();
+    case endpoint::healthz:
+      co_return health();
+    case endpoint::tasks:
+      co_return tasks();
+    case endpoint::stats:
+      co_return co_await stats();
+    case endpoint::dashboard_file:
+      co_return static_file(r.file);
+    case endpoint::bad_job_id:
+      co_return error_response(400, "a job id is a positive integer");
+    case endpoint::method_not_allowed: {
+      response res = error_response(405, std::string("method not allowed; use ") + r.allow);
+      res.set(http::field::allow, r.allow);
+      co_return res;
+    }
+    case endpoint::not_found:
+      break;
   }
   co_return error_response(404,
                            "no such endpoint; see / (the dashboard), /tasks, /jobs, /events, "
                            "/stats, /instances, /metrics, /healthz");
-}
-
-auto api::post_job(const request& req) -> asio::awaitable<response> {
-  boost::system::error_code ec;
-  const json::value body = json::parse(req.body(), ec);
-  if (ec) throw bad_request("the body is not JSON: " + ec.message());
-  if (!body.is_object()) throw bad_request("the body must be a JSON object");
-  const json::object& o = body.as_object();
-  for (const auto& field : o) {
-    const std::string_view k = field.key();
-    if (k != "task" && k != "input" && k != "timeout_ms" && k != "notify_url" && k != "priority") {
-      throw bad_request("unknown field '" + std::string(k) +
-                        "'; a job has task, input, timeout_ms, notify_url, priority");
-    }
-  }
-  job j;
-  const json::value* task = o.if_contains("task");
-  if (task == nullptr || !task->is_string()) {
-    throw bad_request("'task' is required and must be a string; tasks: " + task_names(tasks_));
-  }
-  const task_definition* def = tasks_.find(task->get_string());
-  if (def == nullptr) {
-    throw bad_request("unknown task '" + std::string(task->get_string()) +
-                      "'; tasks: " + task_names(tasks_));
-  }
-  j.task = def->name;
-  json::object input;
-  if (const json::value* in = o.if_contains("input"); in != nullptr && !in->is_null()) {
-    if (!in->is_object()) throw bad_request("'input' must be a JSON object");
-    input = in->as_object();
-  }
-  try {
-    def->check(input);
-  } catch (const bad_task_input& e) {
-    throw bad_request(e.what());
-  }
-  j.input = json::serialize(input);
-  j.timeout_ms = cfg_.default_timeout_ms;
-  if (const json::value* t = o.if_contains("timeout_ms"); t != nullptr && !t->is_null()) {
-    const auto* n = t->if_int64();
-    if (n == nullptr || *n < 1 || *n > cfg_.max_timeout_ms) {
-      throw bad_request("'timeout_ms' must be an integer from 1 to " +
-                        std::to_string(cfg_.max_timeout_ms));
-    }
-    j.timeout_ms = *n;
-  }
-  if (const json::value* p = o.if_contains("priority"); p != nullptr && !p->is_null()) {
-    const auto* n = p->if_int64();
-    if (n == nullptr || *n < -1000 || *n > 1000) {
-      throw bad_request("'priority' must be an integer from -1000 to 1000 (higher runs first)");
-    }
-    j.priority = *n;
-  }
-  if (const json::value* url = o.if_contains("notify_url"); url != nullptr && !url->is_null()) {
-    if (!url->is_string() || !parse_http_url(url->get_string())) {
-      throw bad_request("'notify_url' must be an http:// or https:// URL with a host");
-    }
-    j.notify_url = std::string(url->get_string());
-  }
-
-  co_return co_await accepted(std::move(j));
 }
 
 auto api::accepted(job j) -> asio::awaitable<response> {
@@ -274,45 +180,13 @@ auto api::static_file(std::string_view name) const -> response {
   return res;
 }
 
-auto api::list_jobs(std::string_view query) -> asio::awaitable<response> {
-  std::optional<job_state> state;
-  std::string task;
-  std::int64_t limit = 100, before = 0;
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    const auto eq = pair.find('=');
-    const std::string_view key = pair.substr(0, eq);
-    const std::string_view value =
-        eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-    if (key == "state") {
-      state = parse_job_state(value);
-      if (!state) {
-        throw bad_request(
-            "state must be one of queued, running, succeeded, failed, timed_out, cancelled");
-      }
-    } else if (key == "task") {
-      if (value.size() > 256) throw bad_request("task must be a task's name");
-      task = std::string(value);
-    } else if (key == "limit") {
-      const auto n = parse_id(value);
-      if (!n || *n > 1000) throw bad_request("limit must be an integer from 1 to 1000");
-      limit = *n;
-    } else if (key == "before") {
-      const auto n = parse_id(value);
-      if (!n) throw bad_request("before must be a job id");
-      before = *n;
-    } else if (!key.empty()) {
-      throw bad_request("unknown parameter '" + std::string(key) +
-                        "'; use state, task, limit, before");
-    }
-  }
+auto api::list_jobs(list_query q) -> asio::awaitable<response> {
+  const std::int64_t limit = q.limit;
   // Named, not a temporary inside the co_await expression: built with GCC 12, a temporary lambda
   // here that captured a std::string was destroyed with a dangling small-string pointer (ASan:
   // free of an address that was not malloc()-ed) — a coroutine temporary's miscompilation.
-  auto read_page = [state, task = std::move(task), limit, before](store& s) {
-    return s.list(state, task, limit, before);
+  auto read_page = [q = std::move(q)](store& s) {
+    return s.list(q.state, q.task, q.limit, q.before);
   };
   auto jobs = co_await db_.read(std::move(read_page));
   json::array list;

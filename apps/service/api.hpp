@@ -14,6 +14,7 @@
 #include "job_runner.hpp"
 #include "metrics.hpp"
 #include "progress_board.hpp"
+#include "request_reading.hpp"
 #include "stats_feed.hpp"
 #include "tasks.hpp"
 
@@ -78,9 +79,8 @@ class api {
 
  private:
   auto route(const request& req) -> boost::asio::awaitable<response>;
-  auto post_job(const request& req) -> boost::asio::awaitable<response>;
   auto get_job(std::int64_t id) -> boost::asio::awaitable<response>;
-  auto list_jobs(std::string_view query) -> boost::asio::awaitable<response>;
+  auto list_jobs(list_query query) -> boost::asio::awaitable<response>;
   auto cancel_job(std::int64_t id) -> boost::asio::awaitable<response>;
   auto accepted(job j) -> boost::asio::awaitable<response>;
   auto retry_job(std::int64_t id) -> boost::asio::awaitable<response>;
