@@ -39,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   parser.put(boost::asio::buffer(data, size), ec);
   if (ec || !parser.is_done()) return 0;  // the server answers 400, or waits for more bytes
   const auto& req = parser.get();
-  const service::route r = service::route_request(req.method(), req.target());
+  const service::routed r = service::route_request(req.method(), req.target());
   try {
     if (r.to == service::endpoint::post_job) {
       const service::job j = service::read_submission(

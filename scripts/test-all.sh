@@ -12,5 +12,5 @@ for preset in dev asan tsan; do
 done
 echo "=== lock-check (clang -Wthread-safety over the pool's lock discipline) ==="
 cmake --workflow --preset lock-check
-echo "=== fuzz (60 s from the seed corpus) ==="
+echo "=== fuzz (60 s per target from the seed corpora) ==="
 ./scripts/fuzz.sh 60

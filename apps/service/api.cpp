@@ -56,7 +56,7 @@ auto api::changes_since(std::int64_t seq, std::int64_t up_to, std::int64_t limit
 }
 
 auto api::route(const request& req) -> asio::awaitable<response> {
-  const route r = route_request(req.method(), req.target());
+  const routed r = route_request(req.method(), req.target());
   switch (r.to) {
     // Named before the co_await: GCC 12 can copy an aggregate temporary inside a co_await
     // expression bytewise, leaving its strings dangling (see list_jobs).

@@ -214,6 +214,11 @@ auto flags() -> std::vector<flag> {
        [](config& c, const std::string& v) { c.tls_cert = v; }},
       {"tls-key", "PEM private key of --tls-cert, unencrypted (none)",
        [](config& c, const std::string& v) { c.tls_key = v; }},
+      {"sandbox",
+       "run tasks in the worker sandbox, procpool::sandbox::compute_only(): no files, network, "
+       "programs or other processes, an empty environment, uid 65534 when run as root (off; see "
+       "docs/security.md)",
+       [](config& c, const std::string& v) { c.sandbox = switch_value("sandbox", v); }, false},
       {"insecure",
        "allow listening on an address that is not loopback without TLS and --require-tokens "
        "(anyone who can reach the port can then submit and cancel jobs)",

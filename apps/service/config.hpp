@@ -48,6 +48,7 @@ struct config {
   bool require_tokens = false;          ///< every endpoint but /healthz and the page needs a token
   bool open_metrics = false;            ///< /metrics without a token even when tokens are required
   std::int64_t token_cache_ms = 5'000;  ///< how long a looked-up token is trusted; 0: not cached
+  bool sandbox = false;                 ///< tasks run in procpool::sandbox::compute_only()
   bool insecure = false;       ///< allow a non-loopback address without TLS and required tokens
   std::string rate_limit;      ///< e.g. "20/s"; empty: no limit
   std::size_t rate_burst = 0;  ///< 0: as many as the rate's number

@@ -150,7 +150,9 @@ auto serve(service::config cfg) -> int {
                 std::fprintf(stderr, "[%s worker pid %d] %.*s\n", instance_id.c_str(), line.pid,
                              static_cast<int>(line.text.size()), line.text.data());
               },
-          .crash_output_lines = 20});
+          .crash_output_lines = 20,
+          .sandbox =
+              cfg.sandbox ? std::optional(procpool::sandbox::compute_only()) : std::nullopt});
   const std::size_t workers = pool.stats().workers;
   std::vector<std::string> task_names;
   std::string task_list;

@@ -5,7 +5,7 @@
 #include <boost/json/serialize.hpp>
 #include <charconv>
 
-#include "http_client.hpp"
+#include "http_url.hpp"
 
 namespace http = boost::beast::http;
 namespace json = boost::json;
@@ -20,7 +20,7 @@ auto task_names(const task_registry& tasks) -> std::string {
   return names;
 }
 
-auto only(http::verb method, http::verb allowed, const char* allow, route r) -> route {
+auto only(http::verb method, http::verb allowed, const char* allow, routed r) -> routed {
   if (method == allowed) return r;
   return {.to = endpoint::method_not_allowed, .allow = allow};
 }
@@ -35,7 +35,7 @@ auto parse_id(std::string_view text) -> std::optional<std::int64_t> {
   return id;
 }
 
-auto route_request(http::verb method, std::string_view target) -> route {
+auto route_request(http::verb method, std::string_view target) -> routed {
   const auto question = target.find('?');
   const std::string_view path = target.substr(0, question);
   const std::string_view query =

@@ -41,16 +41,17 @@ enum class endpoint : std::uint8_t {
   not_found,           ///< 404
 };
 
-struct route {
+struct routed {
   endpoint to = endpoint::not_found;
   std::int64_t id = 0;          ///< for get_job, cancel_job, retry_job
-  std::string_view query;       ///< for list_jobs: the text after '?'
-  std::string_view file;        ///< for dashboard_file: the name under /dashboard/
+  std::string_view query = {};  ///< for list_jobs: the text after '?'
+  std::string_view file = {};   ///< for dashboard_file: the name under /dashboard/
   const char* allow = nullptr;  ///< for method_not_allowed: the methods the path takes
 };
 
 /// The endpoint `method` and `target` name (GET /events and /session are the server's own).
-[[nodiscard]] auto route_request(boost::beast::http::verb method, std::string_view target) -> route;
+[[nodiscard]] auto route_request(boost::beast::http::verb method, std::string_view target)
+    -> routed;
 
 struct submission_limits {
   std::int64_t default_timeout_ms = 0;

@@ -335,6 +335,11 @@ auto throw_error(const throw_input& in) -> json::value {
 }  // namespace
 
 void add_builtin_tasks(task_registry& registry) {
+  // OpenSSL reads its configuration and loads its SHA-256 on first use. Done here, before
+  // procpool::init(), workers inherit both: a sandboxed worker (--sandbox) may not open files.
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest("", 0, digest, &size, EVP_sha256(), nullptr);
   registry.add<&count_primes>("count_primes", "primes below n (sieve); input {n}");
   registry.add<&mandelbrot>(
       "mandelbrot",

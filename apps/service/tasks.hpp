@@ -79,7 +79,8 @@ class task_registry {
 auto describe_fields(void (*check)(const boost::json::object&)) -> std::vector<field_description>;
 
 /// Adds the built-in tasks: count_primes, mandelbrot, sha256_chain, sort, sleep, and the fault
-/// demonstrators crash, hang, oom and throw.
+/// demonstrators crash, hang, oom and throw. Call before procpool::init(): it also loads what
+/// they would load lazily in a worker (OpenSSL's configuration), which a sandboxed worker cannot.
 void add_builtin_tasks(task_registry& registry);
 
 /// What the service submits to the pool: runs task `name` from the global registry on the JSON

@@ -33,8 +33,7 @@ TEST(ServiceApi, AJobRunsAndItsResultIsStored) {
   EXPECT_TRUE(job.at("error").is_null());
 }
 
-TEST(ServiceApi, EveryBuiltInComputationReturnsItsResult) {
-  service_process svc(fresh_db("builtins"));
+static void expect_every_builtin_computation(service_process& svc) {
   const auto sha = svc.submit(R"({"task": "sha256_chain", "input": {"data": "abc", "rounds": 1}})");
   const auto sorted = svc.submit(R"({"task": "sort", "input": {"count": 1000, "seed": 7}})");
   const auto tile = svc.submit(
@@ -51,6 +50,22 @@ TEST(ServiceApi, EveryBuiltInComputationReturnsItsResult) {
   EXPECT_EQ(m.at("result").at("points").as_int64(), 1200);
   EXPECT_GT(m.at("result").at("inside").as_int64(), 0);
   EXPECT_EQ(str(svc.wait_for(slept).at("state")), "succeeded");
+}
+
+TEST(ServiceApi, EveryBuiltInComputationReturnsItsResult) {
+  service_process svc(fresh_db("builtins"));
+  expect_every_builtin_computation(svc);
+}
+
+// --sandbox: the same computations (OpenSSL's digest included) inside compute_only(), and a
+// crash still names its signal and stderr.
+TEST(ServiceApi, EveryBuiltInComputationRunsInsideTheSandbox) {
+  service_process svc(fresh_db("builtins_sandboxed"), {"--sandbox"});
+  expect_every_builtin_computation(svc);
+  const auto crashed = svc.submit(R"({"task": "crash", "input": {"signal": "SEGV"}})");
+  const json::object job = svc.wait_for(crashed);
+  EXPECT_EQ(str(job.at("state")), "failed");
+  EXPECT_EQ(job.at("error").at("signal").as_int64(), SIGSEGV);
 }
 
 TEST(ServiceApi, ATaskRegisteredByTheProgramRuns) {
