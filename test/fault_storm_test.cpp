@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -147,23 +149,37 @@ auto expected_ok(const outcome& o, int i) -> ::testing::AssertionResult {
          << o.value.substr(0, 40) << "' error '" << e << "'";
 }
 
-using FaultStorm = PoolTest;
+class FaultStorm : public PoolTest {
+ protected:
+  // n tasks (a multiple of 100), one in ten misbehaving in one of ten ways, on two workers.
+  void run_storm(int n, std::optional<procpool::sandbox> sandbox);
+};
 
 TEST_F(FaultStorm, TenThousandTasksTenPercentMisbehavingEveryOutcomeExact) {
+  run_storm(10'000, std::nullopt);
+}
+
+// The same kinds of misbehaviour inside compute_only(): each ends the same way (none of them
+// needs a call the filter forbids), and the good tasks pass.
+TEST_F(FaultStorm, InsideTheSandboxEveryOutcomeIsTheSame) {
+  run_storm(1'000, procpool::sandbox::compute_only());
+}
+
+void FaultStorm::run_storm(int n, std::optional<procpool::sandbox> sandbox) {
   {
     // Asio's reactor descriptors become part of the baseline (see Lifecycle's descriptor test).
     process_pool warm_up{io_.get_executor(), {.workers = 1}};
     get(warm_up.async_submit(square, 1, asio::use_future));
   }
   const int fds_before = open_fd_count();
-  constexpr int n = 10'000;
   constexpr std::size_t workers = 2;
   std::vector<outcome> outcomes(n);
   {
     process_pool pool{io_.get_executor(),
                       {.workers = workers,
                        .max_message_bytes = std::size_t{1} << 20,
-                       .output = [](const output_line&) {}}};
+                       .output = [](const output_line&) {},
+                       .sandbox = sandbox}};
     std::promise<void> all_done;
     int remaining = n;  // touched only on the io thread, where the callbacks run
     const task_options timeout_option{.timeout = std::chrono::milliseconds(50)};
@@ -196,18 +212,19 @@ TEST_F(FaultStorm, TenThousandTasksTenPercentMisbehavingEveryOutcomeExact) {
     }
     EXPECT_EQ(wrong, 0);
     const pool_stats s = pool.stats();
-    EXPECT_EQ(s.completed, 9'000U);
-    EXPECT_EQ(s.failed, 100U);     // the throwing kind
-    EXPECT_EQ(s.timed_out, 100U);  // the timeout kind
-    EXPECT_EQ(s.crashed, 800U);    // the eight crashing kinds
+    const auto hundredth = static_cast<std::uint64_t>(n / 100);
+    EXPECT_EQ(s.completed, 90 * hundredth);
+    EXPECT_EQ(s.failed, hundredth);       // the throwing kind
+    EXPECT_EQ(s.timed_out, hundredth);    // the timeout kind
+    EXPECT_EQ(s.crashed, 8 * hundredth);  // the eight crashing kinds
     EXPECT_EQ(s.workers, workers) << "the pool is not back to full size";
     EXPECT_EQ(get(pool.async_submit(square, 12, asio::use_future)), 144);
     std::printf(
-        "fault storm: %d tasks; completed %llu, failed %llu, crashed %llu, timed out %llu, "
+        "fault storm%s: %d tasks; completed %llu, failed %llu, crashed %llu, timed out %llu, "
         "respawned %llu\n",
-        n, static_cast<unsigned long long>(s.completed), static_cast<unsigned long long>(s.failed),
-        static_cast<unsigned long long>(s.crashed), static_cast<unsigned long long>(s.timed_out),
-        static_cast<unsigned long long>(s.respawned));
+        sandbox ? " (sandboxed)" : "", n, static_cast<unsigned long long>(s.completed),
+        static_cast<unsigned long long>(s.failed), static_cast<unsigned long long>(s.crashed),
+        static_cast<unsigned long long>(s.timed_out), static_cast<unsigned long long>(s.respawned));
   }
   for (const auto& p : leftover_processes()) {
     ADD_FAILURE() << "left behind: pid " << p.pid << " " << p.name << " state " << p.state;
