@@ -1,6 +1,8 @@
 #include "auth.hpp"
 
+#include <algorithm>
 #include <boost/beast/http/field.hpp>
+#include <cctype>
 
 #include "log.hpp"
 
@@ -149,8 +151,36 @@ auto authenticator::verify(const std::string& token)
   co_return record;
 }
 
+auto cross_site_refusal(const request& req) -> std::optional<response> {
+  const auto method = req.method();
+  if (method == http::verb::get || method == http::verb::head || method == http::verb::options) {
+    return std::nullopt;
+  }
+  const std::string_view fetch_site = req["Sec-Fetch-Site"];
+  const bool other_site = fetch_site == "cross-site" || fetch_site == "same-site";
+  const std::string_view origin = req[http::field::origin];
+  bool other_origin = false;
+  if (!origin.empty()) {
+    const auto scheme_end = origin.find("://");
+    const std::string_view authority =
+        scheme_end == std::string_view::npos ? std::string_view{} : origin.substr(scheme_end + 3);
+    const std::string_view host = req[http::field::host];
+    other_origin =
+        authority.empty() || authority.size() != host.size() ||
+        !std::equal(authority.begin(), authority.end(), host.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        });
+  }
+  if (!other_site && !other_origin) return std::nullopt;
+  return error_response(403, "a request another site's page made (Origin: " +
+                                 std::string(origin.empty() ? "-" : origin) +
+                                 ") may not change anything here");
+}
+
 auto authenticator::check(const request& req, const std::string& client)
     -> asio::awaitable<std::optional<response>> {
+  if (auto refused = cross_site_refusal(req)) co_return refused;
   const std::string_view target = req.target();
   const std::string_view path = target.substr(0, target.find('?'));
   const auto needed = required_scope(req.method(), path, options_.open_metrics);

@@ -40,6 +40,13 @@ struct credentials {
 };
 [[nodiscard]] auto presented(const request& req) -> credentials;
 
+/// The answer to a request that would change something and that a browser made for a page of
+/// another site (its `Origin` is not this `Host`, or `Sec-Fetch-Site` says cross-site or
+/// same-site): 403. A form or script on any web page can make a browser POST to a service on
+/// loopback; without tokens nothing else would stop it. Clients that are not browsers send
+/// neither header and are not affected. nullopt: not refused.
+[[nodiscard]] auto cross_site_refusal(const request& req) -> std::optional<response>;
+
 /// Used on the event loop thread only.
 class authenticator {
  public:

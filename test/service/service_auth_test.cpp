@@ -215,6 +215,35 @@ TEST(Auth, WithoutRequireTokensATokenIsNotNeeded) {
   EXPECT_EQ(svc.post(R"({"task": "sleep", "input": {"ms": 1}})").status, 202u);
 }
 
+// A page on any site can make the browser POST to a service on loopback: without tokens, the
+// browser's Origin and Sec-Fetch-Site headers are what tells such a request apart. Clients that
+// are not browsers (curl, the harness) send neither.
+TEST(Auth, WithoutTokensARequestFromAnotherSitesPageChangesNothing) {
+  service_process svc(fresh_db("cross_site"));
+  const std::string body = R"({"task": "sleep", "input": {"ms": 1}})";
+  const auto from_evil =
+      call(svc.port(), http::verb::post, "/jobs", body, {{"Origin", "http://evil.example"}});
+  EXPECT_EQ(from_evil.status, 403u) << from_evil.body;
+  EXPECT_NE(from_evil.body.find("another site"), std::string::npos) << from_evil.body;
+  const auto fetch_site =
+      call(svc.port(), http::verb::post, "/jobs", body, {{"Sec-Fetch-Site", "cross-site"}});
+  EXPECT_EQ(fetch_site.status, 403u);
+  const auto null_origin = call(svc.port(), http::verb::post, "/jobs", body, {{"Origin", "null"}});
+  EXPECT_EQ(null_origin.status, 403u);
+  EXPECT_EQ(svc.get("/jobs").json().at("jobs").as_array().size(), 0u);
+  // The dashboard's own requests (same origin: Origin is the Host it was served from), and a
+  // client that sends no Origin, are served.
+  const auto same_origin =
+      call(svc.port(), http::verb::post, "/jobs", body,
+           {{"Origin", "http://127.0.0.1"}, {"Sec-Fetch-Site", "same-origin"}});
+  EXPECT_EQ(same_origin.status, 202u) << same_origin.body;
+  EXPECT_EQ(svc.post(body).status, 202u);
+  // Reading is not refused (the browser's same-origin policy keeps the answer from the page).
+  EXPECT_EQ(
+      call(svc.port(), http::verb::get, "/jobs", "", {{"Origin", "http://evil.example"}}).status,
+      200u);
+}
+
 TEST(Auth, TokenCommandsSayWhatIsWrong) {
   const std::string db = fresh_db("commands");
   const auto no_scope = run_service_command({"token", "create", "--db", db});
