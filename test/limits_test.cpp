@@ -153,18 +153,6 @@ TEST_F(Limits, ATaskOverItsCpuTimeLimitIsKilledAndNamed) {
   EXPECT_EQ(get(pool.async_submit(square, 3, asio::use_future)), 9);
 }
 
-// Burns about `ms` milliseconds of this process's CPU time.
-auto burn_cpu(int ms) -> int {
-  timespec start{}, now{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &start);
-  volatile long spin = 0;
-  do {
-    for (int i = 0; i < 100'000; ++i) spin = spin + i;
-    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
-  } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1'000'000 < ms);
-  return ms;
-}
-
 TEST_F(Limits, EveryTaskGetsItsWholeCpuTimeLimitWhateverTheTasksBeforeItUsed) {
   // RLIMIT_CPU counts whole seconds of the process: each task's limit is re-armed from the time
   // already used, rounded up, so 0.6 s tasks never meet a 1 s limit however many ran before.

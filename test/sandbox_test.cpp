@@ -27,6 +27,7 @@
 #include "procpool/process_pool.hpp"
 #include "procpool/progress.hpp"
 #include "support/pool_fixture.hpp"
+#include "support/tasks.hpp"
 
 namespace procpool::test {
 namespace {
@@ -88,18 +89,6 @@ auto ordinary_work(std::vector<std::byte> big, int n) -> long {
   }
   if (n < 0) throw std::invalid_argument("n must not be negative");
   return sum + static_cast<long>(big.size());
-}
-
-// Burns about `ms` milliseconds of CPU time.
-auto burn_cpu(int ms) -> int {
-  timespec start{}, now{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &start);
-  volatile long spin = 0;
-  do {
-    for (int i = 0; i < 100'000; ++i) spin = spin + i;
-    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
-  } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1'000'000 < ms);
-  return ms;
 }
 
 // The descriptors the worker holds among 0..1023 (one above 3 that is the same pipe as its
@@ -195,10 +184,6 @@ auto file_attempts(std::string dir) -> std::vector<long> {
   out.push_back(error_of(::unlink((dir + "/data.txt").c_str())));
   out.push_back(error_of(::truncate((dir + "/data.txt").c_str(), 0)));
   return out;
-}
-
-auto square(int x) -> int {
-  return x * x;
 }
 
 TEST_F(Sandbox, OrdinaryTasksPassInsideTheComputeOnlySandbox) {

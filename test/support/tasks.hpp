@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <stdexcept>
 #include <string>
 
@@ -20,6 +21,18 @@ inline auto add(long a, long b) -> long {
 
 inline auto my_pid() -> int {
   return static_cast<int>(::getpid());
+}
+
+/// Burns about `ms` milliseconds of this process's CPU time.
+inline auto burn_cpu(int ms) -> int {
+  timespec start{}, now{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &start);
+  volatile long spin = 0;
+  do {
+    for (int i = 0; i < 100'000; ++i) spin = spin + i;
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1'000'000 < ms);
+  return ms;
 }
 
 /// Busy for a while, then answers: a task that is certainly still running when its sibling crashes.
